@@ -1,0 +1,80 @@
+"""event-collector: concurrent event processing for asyncio services.
+
+Publishers send values to a :class:`CollectorQueue`; a pool of consumer tasks
+that grows and shrinks with the load hands each one to the collectors (your
+handlers) and brings their results back to the publisher.
+"""
+
+from .collector import Collector, CollectorDict, CollectorList
+from .data import (
+    Context,
+    Delivery,
+    Error,
+    Ok,
+    Payload,
+    Record,
+    Result,
+    ResultList,
+    abind,
+)
+from .exceptions import (
+    ConfigError,
+    EventCancelled,
+    EventCollectorException,
+    QueueClosed,
+    QueueFull,
+)
+from .messagebus import BusEvent, BusEventQueue, Command, Message, MessageBus
+from .publisher import CollectorEvent, EventPublisher, QueueType
+from .queue import (
+    CollectorQueue,
+    InitializedQueue,
+    Load,
+    Metrics,
+    ReportedMetrics,
+    ShutDownQueue,
+)
+from .router import Router, SimpleRouter
+from .types import EventObserver, LifecycleManager, Processor
+
+__version__ = "0.3.0.dev0"
+
+__all__ = [
+    "BusEvent",
+    "BusEventQueue",
+    "Collector",
+    "CollectorDict",
+    "CollectorEvent",
+    "CollectorList",
+    "CollectorQueue",
+    "Command",
+    "ConfigError",
+    "Context",
+    "Delivery",
+    "Error",
+    "EventCancelled",
+    "EventCollectorException",
+    "EventObserver",
+    "EventPublisher",
+    "InitializedQueue",
+    "LifecycleManager",
+    "Load",
+    "Message",
+    "MessageBus",
+    "Metrics",
+    "Ok",
+    "Payload",
+    "Processor",
+    "QueueClosed",
+    "QueueFull",
+    "QueueType",
+    "Record",
+    "ReportedMetrics",
+    "Result",
+    "ResultList",
+    "Router",
+    "ShutDownQueue",
+    "SimpleRouter",
+    "__version__",
+    "abind",
+]

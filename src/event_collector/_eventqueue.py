@@ -1,0 +1,217 @@
+"""The internal event queue: FIFO, LIFO or by priority, optionally bounded,
+closable.
+
+It is the narrow interface the rest of the library uses (``put``,
+``put_nowait``, ``get``, ``qsize``, ``close``, ``drain``), so that another
+backend can take its place. Closing makes every put raise
+:class:`~event_collector.exceptions.QueueClosed`, including the ones blocked
+on a full queue, which is what lets a shutdown finish while handlers are
+blocked publishing back into their own queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import QueueClosed, QueueFull
+
+if TYPE_CHECKING:
+    from .publisher import CollectorEvent
+
+__all__ = ["EventQueue", "LifoEventQueue", "PriorityEventQueue"]
+
+NOT_STARTED = "the collector queue is not running: call init_queue() or use async with"
+
+
+class EventQueue:
+    """First in, first out."""
+
+    __slots__ = (
+        "_closed",
+        "_getters",
+        "_items",
+        "_maxsize",
+        "_putters",
+        "put_count",
+        "put_waiter",
+    )
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._maxsize = maxsize
+        self._items: Any = self._new_storage()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        # Why the queue refuses puts, or None while it accepts them.
+        self._closed: str | None = NOT_STARTED
+        self.put_count = 0
+        """Events accepted so far (the arrival counter)."""
+        self.put_waiter: asyncio.Future[None] | None = None
+        """A future the next put resolves: how an idle monitor sleeps."""
+
+    def _new_storage(self) -> Any:
+        return deque()
+
+    def _push(self, event: CollectorEvent[Any]) -> None:
+        self._items.append(event)
+
+    def _pop(self) -> CollectorEvent[Any]:
+        return self._items.popleft()  # type: ignore[no-any-return]
+
+    # -- state -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start accepting events."""
+        self._closed = None
+
+    def close(self, reason: str) -> None:
+        """Refuse every put from now on, waking blocked putters."""
+        self._closed = reason
+        while self._putters:
+            fut = self._putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why puts are refused, or ``None`` while the queue accepts them."""
+        return self._closed
+
+    @property
+    def maxsize(self) -> int:
+        """The bound on queued events; 0 for none."""
+        return self._maxsize
+
+    def qsize(self) -> int:
+        """Events waiting to be taken."""
+        return len(self._items)
+
+    def full(self) -> bool:
+        """Whether a bounded queue has no room."""
+        return 0 < self._maxsize <= len(self._items)
+
+    # -- put ---------------------------------------------------------------
+
+    def put_nowait(self, event: CollectorEvent[Any]) -> None:
+        """Queue ``event`` or raise ``QueueClosed`` / ``QueueFull``."""
+        if self._closed is not None:
+            raise QueueClosed(self._closed)
+        if 0 < self._maxsize <= len(self._items):
+            raise QueueFull(f"the event queue is full (maxsize={self._maxsize})")
+        self._accept(event)
+
+    async def put(self, event: CollectorEvent[Any]) -> None:
+        """Queue ``event``, waiting for room in a bounded queue."""
+        if self._closed is not None:
+            raise QueueClosed(self._closed)
+        maxsize = self._maxsize
+        if maxsize and maxsize <= len(self._items):
+            await self._wait_for_room()
+        self._accept(event)
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._maxsize <= len(self._items):
+            fut: asyncio.Future[None] = loop.create_future()
+            self._putters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                fut.cancel()
+                try:
+                    self._putters.remove(fut)
+                except ValueError:
+                    # We were woken and then cancelled: pass the room on.
+                    if len(self._items) < self._maxsize:
+                        self._wake(self._putters)
+                raise
+            if self._closed is not None:
+                raise QueueClosed(self._closed)
+
+    def _accept(self, event: CollectorEvent[Any]) -> None:
+        self._push(event)
+        self.put_count += 1
+        getters = self._getters
+        if getters:
+            self._wake(getters)
+        waiter = self.put_waiter
+        if waiter is not None:
+            self.put_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- get ---------------------------------------------------------------
+
+    def get_nowait(self) -> CollectorEvent[Any]:
+        """Take the next event; ``IndexError`` when there is none."""
+        event = self._pop()
+        if self._putters:
+            self._wake(self._putters)
+        return event
+
+    async def get(self) -> CollectorEvent[Any]:
+        """Take the next event, waiting for one."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            while not self._items:
+                fut: asyncio.Future[None] = loop.create_future()
+                self._getters.append(fut)
+                try:
+                    await fut
+                except BaseException:
+                    fut.cancel()
+                    try:
+                        self._getters.remove(fut)
+                    except ValueError:
+                        # Woken, then cancelled before running: another
+                        # getter must take the event we were woken for.
+                        if self._items:
+                            self._wake(self._getters)
+                    raise
+        return self.get_nowait()
+
+    @staticmethod
+    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def drain(self) -> list[CollectorEvent[Any]]:
+        """Remove and return every queued event."""
+        events = []
+        while self._items:
+            events.append(self._pop())
+        return events
+
+
+class LifoEventQueue(EventQueue):
+    """Last in, first out."""
+
+    __slots__ = ()
+
+    def _pop(self) -> CollectorEvent[Any]:
+        return self._items.pop()  # type: ignore[no-any-return]
+
+
+class PriorityEventQueue(EventQueue):
+    """Lowest ``priority`` first; equal priorities in the order sent."""
+
+    __slots__ = ("_seq",)
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._seq = itertools.count()
+
+    def _new_storage(self) -> Any:
+        return []
+
+    def _push(self, event: CollectorEvent[Any]) -> None:
+        heapq.heappush(self._items, (event.priority, next(self._seq), event))
+
+    def _pop(self) -> CollectorEvent[Any]:
+        return heapq.heappop(self._items)[2]  # type: ignore[no-any-return]

@@ -1,0 +1,146 @@
+"""Collectors: the user's handlers, with their set-up and tear-down."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from ._compat import TypeAliasType
+from .data import Context, Payload
+from .exceptions import ConfigError
+from .types import LifecycleManager, Processor
+
+__all__ = [
+    "Collector",
+    "CollectorDict",
+    "CollectorList",
+    "LifecycleManager",
+    "Processor",
+]
+
+
+class Collector:
+    """A named handler of payloads.
+
+    Give it a processor function::
+
+        async def store(payload: Payload, ctx: Context) -> int: ...
+
+        collector = Collector("store", store, topics=["orders"], timeout=5)
+
+    or subclass it, set ``key`` (and ``topics``, ``timeout``) as class
+    attributes and override :meth:`process`; the queue accepts the class
+    itself and instantiates it with no arguments::
+
+        class Store(Collector):
+            key = "store"
+
+            async def process(self, payload: Payload) -> int: ...
+
+    :param key: unique name of the collector, for ``Delivery.KEY`` routing.
+    :param processor: ``async def processor(payload, ctx)``; not needed when
+        a subclass overrides :meth:`process`.
+    :param topics: topics the collector receives with ``Delivery.TOPIC``.
+    :param ctx: a :class:`Context` handed to the processor and lifecycle.
+    :param lifecycle: a factory ``lifecycle(ctx)`` of an async context manager
+        entered by :meth:`setup` and exited by :meth:`teardown`.
+    :param timeout: seconds a handler may run before it is cancelled and
+        answered with ``Error(TimeoutError)``; ``None`` for no limit.
+    """
+
+    key: str = ""
+    topics: Sequence[str] = ()
+    timeout: float | None = None
+
+    def __init__(
+        self,
+        key: str | None = None,
+        processor: Processor | None = None,
+        *,
+        topics: Iterable[str] | None = None,
+        ctx: Context | None = None,
+        lifecycle: LifecycleManager | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        key = type(self).key if key is None else key
+        if not isinstance(key, str) or not key:
+            raise ConfigError(
+                f"Collector key must be a non-empty str (got key={key!r})"
+            )
+        if processor is not None and not callable(processor):
+            raise ConfigError(
+                f"Collector {key!r}: processor must be an async callable "
+                f"(got processor={processor!r})"
+            )
+        if processor is None and type(self).process is Collector.process:
+            raise ConfigError(
+                f"Collector {key!r} needs a processor, or a subclass that "
+                "overrides process()"
+            )
+        if timeout is None:
+            timeout = type(self).timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigError(
+                f"Collector {key!r}: timeout must be a positive number of "
+                f"seconds or None (got timeout={timeout!r})"
+            )
+        topic_list = tuple(type(self).topics if topics is None else topics)
+        if isinstance(topics, str) or not all(isinstance(t, str) for t in topic_list):
+            raise ConfigError(
+                f"Collector {key!r}: topics must be a list of str "
+                f"(got topics={topics!r})"
+            )
+
+        self.key = key
+        """The collector's unique name, used by ``Delivery.KEY`` routing."""
+        self.processor: Processor | None = processor
+        """The handler function, if one was given."""
+        self.topics = topic_list
+        """The topics this collector receives with ``Delivery.TOPIC``."""
+        self.ctx: Context = ctx if ctx is not None else Context()
+        """Application values handed to the processor and the lifecycle."""
+        self.lifecycle: LifecycleManager | None = lifecycle
+        """Factory of the async context manager run around the queue's life."""
+        self.timeout: float | None = timeout
+        """Seconds a handler may run, or ``None``."""
+        self._lifecycle_cm: AbstractAsyncContextManager[Any] | None = None
+
+    async def process(self, payload: Payload[Any]) -> Any:
+        """Handle one payload; by default, await the processor with the
+        collector's context. Return a result or a plain value."""
+        processor = self.processor
+        assert processor is not None  # checked in __init__
+        return await processor(payload, self.ctx)
+
+    async def setup(self) -> None:
+        """Prepare the collector; called once by ``init_queue``, before any
+        event. The default enters the ``lifecycle`` context manager."""
+        if self.lifecycle is not None:
+            cm = self.lifecycle(self.ctx)
+            await cm.__aenter__()
+            self._lifecycle_cm = cm
+
+    async def teardown(self) -> None:
+        """Release what :meth:`setup` acquired; called once at shutdown,
+        after the last event. The default exits the ``lifecycle``."""
+        cm, self._lifecycle_cm = self._lifecycle_cm, None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
+
+    def __repr__(self) -> str:
+        topics = f" topics={list(self.topics)!r}" if self.topics else ""
+        return f"<{type(self).__name__} key={self.key!r}{topics}>"
+
+
+CollectorList = TypeAliasType("CollectorList", Sequence[Collector | type[Collector]])
+"""What ``CollectorQueue`` takes: collector instances or subclasses."""
+
+CollectorDict = TypeAliasType("CollectorDict", Mapping[str, Collector])
+"""Collectors by key, as routers receive them."""

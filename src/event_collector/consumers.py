@@ -1,0 +1,240 @@
+"""The consumer pool: tasks that take events off the queue and route them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .data import Error, Payload, ResultList, as_result
+from .exceptions import EventCancelled
+from .log import Logger, report_exception
+
+if TYPE_CHECKING:
+    from ._eventqueue import EventQueue
+    from .metrics import ServiceWindow
+    from .publisher import CollectorEvent
+    from .types import EventObserver
+
+__all__ = ["ConsumerPool", "current_owner"]
+
+current_owner: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "event_collector_consumer_owner", default=None
+)
+"""Inside a consumer (and the tasks its handlers start), the queue that owns
+it; lets ``shut_down_queue`` see that it is called from a handler."""
+
+Route = Callable[[Payload[Any]], Awaitable[ResultList]]
+
+#: How long ``stop`` waits for cancelled consumers before it logs that a
+#: handler is ignoring cancellation and cancels again (seconds).
+STOP_NAG_INTERVAL = 5.0
+
+
+def _coerce(results: object) -> ResultList:
+    """Make a custom router's answer a ``ResultList`` of results."""
+    if isinstance(results, ResultList):
+        return results
+    if isinstance(results, list | tuple):
+        return ResultList(as_result(r) for r in results)
+    return ResultList((as_result(results),))
+
+
+class ConsumerPool:
+    """A set of consumer tasks sharing one event queue.
+
+    It keeps the counts the metrics and the autoscaler need (``busy``,
+    ``finished``) and the service and wait time windows, updated in O(1) per
+    event. Consumers retire without sentinels: the pool cancels idle ones,
+    which are waiting in ``get`` and hold no event.
+    """
+
+    def __init__(
+        self,
+        queue: EventQueue,
+        route: Route,
+        *,
+        clock: Callable[[], float],
+        service_times: ServiceWindow,
+        wait_times: ServiceWindow,
+        log: Logger,
+        owner: object,
+        observers: list[EventObserver],
+    ) -> None:
+        self._queue = queue
+        self._route = route
+        self._clock = clock
+        self._service_times = service_times
+        self._wait_times = wait_times
+        self._log = log
+        self._owner = owner
+        self._observers = observers
+        self._active: set[asyncio.Task[None]] = set()
+        self._idle: dict[asyncio.Task[None], None] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._names = itertools.count(1)
+        self._stopping = False
+        self.busy = 0
+        """Consumers running a handler right now."""
+        self.finished = 0
+        """Events answered by consumers so far."""
+
+    # -- size --------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Consumers in the pool (retiring ones excluded)."""
+        return len(self._active)
+
+    def grow(self, count: int) -> None:
+        """Start ``count`` more consumers."""
+        if self._stopping:
+            return
+        ctx = contextvars.copy_context()
+        ctx.run(current_owner.set, self._owner)
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            task = loop.create_task(
+                self._consume(),
+                name=f"event-collector-consumer-{next(self._names)}",
+                context=ctx,
+            )
+            self._active.add(task)
+            task.add_done_callback(self._consumer_done)
+
+    def shrink(self, count: int) -> int:
+        """Retire up to ``count`` idle consumers; return how many."""
+        victims = list(itertools.islice(self._idle, count))
+        for task in victims:
+            del self._idle[task]
+            self._active.discard(task)
+            self._retiring.add(task)
+            task.cancel()
+        return len(victims)
+
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        self._retiring.discard(task)
+        self._idle.pop(task, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            report_exception(self._log, "consumer failed", exc, task=task.get_name())
+
+    # -- idle ----------------------------------------------------------------
+
+    def is_idle(self) -> bool:
+        """No event queued and no handler running."""
+        return self.busy == 0 and self._queue.qsize() == 0
+
+    async def wait_idle(self) -> None:
+        """Wait until no event is queued and no handler runs."""
+        while not self.is_idle() and not self._stopping:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._idle_waiters:
+                    self._idle_waiters.remove(fut)
+
+    def _notify_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- the consumer ----------------------------------------------------------
+
+    async def _consume(self) -> None:
+        queue = self._queue
+        route = self._route
+        clock = self._clock
+        add_service_time = self._service_times.add
+        add_wait_time = self._wait_times.add
+        observers = self._observers
+        idle = self._idle
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            if queue.qsize():
+                event = queue.get_nowait()
+            else:
+                if self.busy == 0 and self._idle_waiters:
+                    self._notify_idle()
+                idle[task] = None
+                try:
+                    event = await queue.get()
+                finally:
+                    idle.pop(task, None)
+            self.busy += 1
+            start = event.started_at = clock()
+            try:
+                results = await route(event.payload)
+            except asyncio.CancelledError:
+                self.busy -= 1
+                event.finished_at = clock()
+                self.finished += 1
+                event.set_result(
+                    ResultList(
+                        (
+                            Error(
+                                EventCancelled(
+                                    "the queue shut down while the event's "
+                                    "handler was running"
+                                )
+                            ),
+                        )
+                    )
+                )
+                raise
+            except Exception as exc:
+                # Only a custom router can get here: collectors' own errors
+                # are results already.
+                results = ResultList((Error(exc),))
+            self.busy -= 1
+            end = event.finished_at = clock()
+            add_service_time(end - start)
+            add_wait_time(end - event.sent_at)
+            self.finished += 1
+            if type(results) is not ResultList:
+                results = _coerce(results)
+            event.set_result(results)
+            if observers:
+                self._observe(event)
+            if self._stopping:
+                return
+
+    def _observe(self, event: CollectorEvent[Any]) -> None:
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception as exc:
+                report_exception(self._log, "event observer failed", exc)
+
+    # -- stop --------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Cancel every consumer and wait until all have ended.
+
+        A consumer cancelled inside a handler answers its event with
+        ``Error(EventCancelled)`` on its way out.
+        """
+        self._stopping = True
+        while True:
+            tasks = self._active | self._retiring
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=STOP_NAG_INTERVAL)
+            if pending:
+                self._log.warning(
+                    "consumers ignore cancellation; cancelling again",
+                    pending=len(pending),
+                )
+        self._notify_idle()
+
+    def __repr__(self) -> str:
+        return f"<ConsumerPool consumers={self.size} busy={self.busy}>"

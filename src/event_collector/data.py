@@ -1,0 +1,300 @@
+"""Results, payloads and the collector context.
+
+The names and behaviour follow the 0.2.x API: ``Ok`` / ``Error`` results that
+work with ``match``, a ``ResultList`` per event, ``Payload`` with a delivery
+mode, and ``Context`` with attribute and item access.
+"""
+
+from __future__ import annotations
+
+import enum
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Generic, NoReturn, TypeVar
+
+from ._compat import TypeAliasType
+
+__all__ = [
+    "Context",
+    "Delivery",
+    "Error",
+    "Ok",
+    "Payload",
+    "Record",
+    "Result",
+    "ResultList",
+    "abind",
+]
+
+T = TypeVar("T")
+
+Record = TypeAliasType("Record", dict[str, Any])
+"""A plain mapping of field names to values."""
+
+
+class Ok(Generic[T]):
+    """A successful result holding the value a collector returned."""
+
+    __slots__ = ("value",)
+    __match_args__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value: T = value
+
+    @property
+    def is_error(self) -> bool:
+        """Always ``False``."""
+        return False
+
+    def ok(self) -> bool:
+        """Return ``True``: this is a success."""
+        return True
+
+    def error(self) -> bool:
+        """Return ``False``: this is not an error."""
+        return False
+
+    def unwrap(self) -> T:
+        """Return the value."""
+        return self.value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Ok and bool(other.value == self.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Ok({self.value!r})"
+
+
+class Error:
+    """A failed result: the exception (or a message) and optional details.
+
+    ``err`` is the exception a collector raised, with its ``__traceback__``,
+    or a string for errors that have no exception behind them.
+    """
+
+    __slots__ = ("details", "err")
+    __match_args__ = ("err",)
+
+    def __init__(
+        self, err: BaseException | str, details: dict[str, Any] | None = None
+    ) -> None:
+        self.err: BaseException | str = err
+        self.details: dict[str, Any] | None = details
+
+    @property
+    def is_error(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    @property
+    def value(self) -> None:
+        """Always ``None``: an error has no value."""
+        return None
+
+    def ok(self) -> bool:
+        """Return ``False``: this is not a success."""
+        return False
+
+    def error(self) -> bool:
+        """Return ``True``: this is an error."""
+        return True
+
+    @property
+    def traceback(self) -> str:
+        """The formatted traceback of ``err`` ("" for a string error).
+
+        Formatted on demand, so that results nobody inspects cost nothing.
+        """
+        if isinstance(self.err, BaseException):
+            return "".join(traceback.format_exception(self.err)).rstrip()
+        return ""
+
+    def unwrap(self) -> NoReturn:
+        """Raise ``err``, or :class:`RuntimeError` if it is a string."""
+        if isinstance(self.err, BaseException):
+            raise self.err
+        raise RuntimeError(self.err)
+
+    def __repr__(self) -> str:
+        return f"Error({self.err!r})"
+
+
+Result = TypeAliasType("Result", Ok[Any] | Error)
+"""What a collector produces for one payload: :class:`Ok` or :class:`Error`."""
+
+
+class ResultList(list[Ok[Any] | Error]):
+    """The results of one event: one per collector that received it."""
+
+    __slots__ = ()
+
+    @property
+    def results(self) -> list[Ok[Any] | Error]:
+        """The results as a plain list."""
+        return list(self)
+
+    def first(self) -> Ok[Any] | Error:
+        """The first result, or an :class:`Error` if there is none (no
+        collector matched the payload's delivery)."""
+        if self:
+            return self[0]
+        return Error("result list is empty: no collector received the payload")
+
+    def iter(self) -> Iterator[Ok[Any] | Error]:
+        """Iterate over the results."""
+        return iter(self)
+
+    def size(self) -> int:
+        """The number of results."""
+        return len(self)
+
+    def __repr__(self) -> str:
+        return f"ResultList({list.__repr__(self)})"
+
+
+def as_result(value: object) -> Ok[Any] | Error:
+    """Return ``value`` if it is a result, else ``Ok(value)``."""
+    if isinstance(value, Ok | Error):
+        return value
+    return Ok(value)
+
+
+async def abind(
+    func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+) -> Ok[Any] | Error:
+    """Await ``func(*args, **kwargs)`` and return its outcome as a result.
+
+    A plain return value is wrapped in :class:`Ok`; an exception becomes an
+    :class:`Error` whose details hold the formatted traceback.
+    """
+    try:
+        value = await func(*args, **kwargs)
+    except Exception as exc:
+        return Error(exc, details={"trace": "".join(traceback.format_exception(exc))})
+    return as_result(value)
+
+
+class Delivery(enum.Enum):
+    """How the router picks the collectors of a payload."""
+
+    BROADCAST = 0
+    """Every collector."""
+    KEY = 1
+    """The collectors whose ``key`` is in ``Payload.keys``."""
+    TOPIC = 2
+    """The collectors subscribed to any of ``Payload.topics``."""
+
+
+_NO_NAMES: tuple[str, ...] = ()
+
+
+class Payload(Generic[T]):
+    """A value sent to the queue, with how to deliver it.
+
+    :param value: what the collectors receive as ``payload.value``.
+    :param delivery: :class:`Delivery` mode (broadcast by default).
+    :param keys: collector keys, for ``Delivery.KEY``.
+    :param topics: topics, for ``Delivery.TOPIC``.
+    :param priority: priority on a priority queue (lower runs first); the
+        queue's ``default_priority`` when ``None``.
+    """
+
+    __slots__ = ("delivery", "keys", "priority", "topics", "value")
+
+    def __init__(
+        self,
+        value: T,
+        delivery: Delivery = Delivery.BROADCAST,
+        keys: Iterable[str] | None = None,
+        topics: Iterable[str] | None = None,
+        priority: int | None = None,
+    ) -> None:
+        self.value: T = value
+        self.delivery: Delivery = delivery
+        self.keys: tuple[str, ...] = _NO_NAMES if keys is None else tuple(keys)
+        self.topics: tuple[str, ...] = _NO_NAMES if topics is None else tuple(topics)
+        self.priority: int | None = priority
+
+    def set_delivery(
+        self,
+        delivery: Delivery,
+        keys: Iterable[str] | None = None,
+        topics: Iterable[str] | None = None,
+    ) -> None:
+        """Change the delivery mode, and the keys or topics it uses."""
+        self.delivery = delivery
+        if keys is not None:
+            self.keys = tuple(keys)
+        if topics is not None:
+            self.topics = tuple(topics)
+
+    def set_priority(self, priority: int) -> None:
+        """Set the priority used on a priority queue."""
+        self.priority = priority
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.keys:
+            extra += f" keys={self.keys!r}"
+        if self.topics:
+            extra += f" topics={self.topics!r}"
+        if self.priority is not None:
+            extra += f" priority={self.priority}"
+        return f"<Payload {self.delivery.name}{extra} value={self.value!r}>"
+
+
+class Context:
+    """Application values shared with a collector's handler.
+
+    Values can be read and written as attributes (``ctx.db``) or items
+    (``ctx["db"]``).
+    """
+
+    __slots__ = ("_data",)
+
+    _data: dict[str, Any]
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", {} if data is None else data)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"Context has no value {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self._data[name]
+        except KeyError:
+            raise AttributeError(f"Context has no value {name!r}") from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return the value of ``name``, or ``default``."""
+        return self._data.get(name, default)
+
+    def __repr__(self) -> str:
+        return f"Context({self._data!r})"

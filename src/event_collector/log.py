@@ -1,0 +1,57 @@
+"""Logging through structlog, and the one place background failures go."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Protocol
+
+import structlog
+
+__all__ = ["LOGGER_NAME", "Logger", "NullLogger", "get_logger", "report_exception"]
+
+LOGGER_NAME = "event_collector"
+"""The name every event-collector logger is created with."""
+
+
+class Logger(Protocol):
+    """The part of a structlog bound logger this library uses."""
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+class NullLogger:
+    """A logger that writes nothing, for ``logging=False``."""
+
+    __slots__ = ()
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> None:
+        pass
+
+    info = warning = error = debug
+
+    def __repr__(self) -> str:
+        return "<NullLogger>"
+
+
+def get_logger(enabled: bool = True, **initial_values: Any) -> Logger:
+    """Return the ``event_collector`` structlog logger, or a silent one.
+
+    The structlog logger is created lazily, so an application that configures
+    structlog after building a queue still gets its configuration. This
+    module never calls :func:`structlog.configure`.
+    """
+    if not enabled:
+        return NullLogger()
+    logger: Logger = structlog.get_logger(LOGGER_NAME).bind(**initial_values)
+    return logger
+
+
+def report_exception(log: Logger, message: str, exc: BaseException, **kw: Any) -> None:
+    """Log an exception raised where nobody awaits it (a background task,
+    a bus handler, a teardown) so that it is never swallowed silently."""
+    # A broken logger must not break the queue.
+    with contextlib.suppress(Exception):
+        log.error(message, exc_info=exc, **kw)

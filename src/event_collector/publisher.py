@@ -1,0 +1,265 @@
+"""Publishing events: ``EventPublisher``, ``CollectorEvent``, ``QueueType``."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import itertools
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .data import Payload, ResultList
+from .exceptions import QueueClosed
+
+if TYPE_CHECKING:
+    from ._eventqueue import EventQueue
+
+__all__ = ["DEFAULT_PRIORITY", "CollectorEvent", "EventPublisher", "QueueType"]
+
+T = TypeVar("T")
+
+DEFAULT_PRIORITY: int = 100
+"""The priority of an event sent without one, on a priority queue."""
+
+
+class QueueType(enum.Enum):
+    """The order in which consumers take events off the queue."""
+
+    FIFO = 0
+    """First in, first out (the default)."""
+    PRIORITY = 1
+    """Lowest priority number first; equal priorities in send order."""
+    LIFO = 2
+    """Last in, first out."""
+
+
+_ids = itertools.count(1)
+
+
+class CollectorEvent(Generic[T]):
+    """One sent payload and, once handled, its results.
+
+    ``await event`` or ``await event.wait()`` returns the
+    :class:`~event_collector.ResultList`. Every event the queue accepted is
+    answered exactly once: with the collectors' results, or with an
+    ``Error`` that says why it was not handled. Dropping the reference to an
+    event does not stop it being handled.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_result",
+        "_waiters",
+        "finished_at",
+        "id",
+        "payload",
+        "priority",
+        "sent_at",
+        "started_at",
+    )
+
+    def __init__(self, payload: Payload[T], priority: int, sent_at: float) -> None:
+        self.id: int = next(_ids)
+        """A number unique to this event within the process."""
+        self.payload: Payload[T] = payload
+        """What was sent."""
+        self.priority: int = priority
+        """Priority on a priority queue (lower first)."""
+        self.sent_at: float = sent_at
+        """Loop time (seconds) at which the event was accepted."""
+        self.started_at: float | None = None
+        """Loop time at which a consumer started handling it."""
+        self.finished_at: float | None = None
+        """Loop time at which it was answered."""
+        self._result: ResultList | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    # -- answering (used by the queue) --------------------------------------
+
+    def set_result(self, result: ResultList) -> bool:
+        """Answer the event; return ``False`` if it was answered already."""
+        if self._result is not None:
+            return False
+        self._result = result
+        waiters = self._waiters
+        if waiters is not None:
+            self._waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        return True
+
+    # -- reading -------------------------------------------------------------
+
+    def is_done(self) -> bool:
+        """Whether the event has been answered."""
+        return self._result is not None
+
+    done = is_done
+
+    def get_result(self) -> ResultList | None:
+        """The results, or ``None`` while the event is not answered."""
+        return self._result
+
+    @property
+    def service_time(self) -> float | None:
+        """Seconds the handlers took, once answered by a consumer."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @property
+    def wait_time(self) -> float | None:
+        """Seconds from send to answer, once answered."""
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.sent_at
+
+    async def wait(self, timeout: float | None = None) -> ResultList:  # noqa: ASYNC109
+        """Wait for the results and return them.
+
+        :param timeout: seconds to wait at most; on expiry ``TimeoutError``
+            is raised and the event itself goes on and is still answered.
+        """
+        result = self._result
+        if result is not None:
+            return result
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [fut]
+        else:
+            self._waiters.append(fut)
+        try:
+            if timeout is None:
+                await fut
+            else:
+                async with asyncio.timeout(timeout):
+                    await fut
+        finally:
+            waiters = self._waiters
+            if waiters is not None and fut in waiters:
+                waiters.remove(fut)
+        result = self._result
+        assert result is not None
+        return result
+
+    def __await__(self) -> Generator[Any, None, ResultList]:
+        return self.wait().__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self._result is not None else "pending"
+        return f"<CollectorEvent id={self.id} {state} payload={self.payload!r}>"
+
+
+class EventPublisher:
+    """Sends values to a collector queue; get it from
+    ``CollectorQueue.get_publisher()``.
+
+    ``send`` is chosen once, at construction, for the queue's type, so that
+    a plain queue does not pay for priorities.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_default_priority",
+        "_join",
+        "_loop_ref",
+        "_queue",
+        "queue_type",
+    )
+
+    def __init__(
+        self,
+        queue: EventQueue,
+        *,
+        queue_type: QueueType,
+        default_priority: int,
+        clock: Callable[[], float],
+        loop_ref: Callable[[], asyncio.AbstractEventLoop | None],
+        join: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._queue = queue
+        self.queue_type: QueueType = queue_type
+        """The queue's type."""
+        self._default_priority = default_priority
+        self._clock = clock
+        self._loop_ref = loop_ref
+        self._join = join
+
+    def _make_event(self, value: Any, priority: int | None) -> CollectorEvent[Any]:
+        payload = (
+            value
+            if type(value) is Payload
+            else (value if isinstance(value, Payload) else Payload(value))
+        )
+        if priority is None:
+            priority = payload.priority
+            if priority is None:
+                priority = self._default_priority
+        elif isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int (got priority={priority!r})")
+        return CollectorEvent(payload, priority, self._clock())
+
+    async def send(
+        self, value: Any, *, priority: int | None = None
+    ) -> CollectorEvent[Any]:
+        """Queue ``value`` for the collectors and return its event.
+
+        :param value: a :class:`~event_collector.Payload`, or any value,
+            which is wrapped in a broadcast ``Payload``.
+        :param priority: on a priority queue, lower runs first; defaults to
+            ``Payload.priority``, then the queue's ``default_priority``.
+        :raises QueueClosed: the queue is not running.
+
+        On a bounded queue (``maxsize``) it waits for room.
+        """
+        event = self._make_event(value, priority)
+        queue = self._queue
+        if queue.maxsize:
+            await queue.put(event)
+        else:
+            queue.put_nowait(event)
+        return event
+
+    def send_nowait(
+        self, value: Any, *, priority: int | None = None
+    ) -> CollectorEvent[Any]:
+        """Like :meth:`send`, without waiting.
+
+        :raises QueueFull: a bounded queue has no room.
+        :raises QueueClosed: the queue is not running.
+        """
+        event = self._make_event(value, priority)
+        self._queue.put_nowait(event)
+        return event
+
+    def send_threadsafe(
+        self, value: Any, *, priority: int | None = None
+    ) -> concurrent.futures.Future[ResultList]:
+        """Publish from another thread (an MQTT client's callback, say).
+
+        Returns a :class:`concurrent.futures.Future` of the event's results.
+        Don't block on it in the event loop's own thread.
+        """
+        loop = self._loop_ref()
+        if loop is None or loop.is_closed():
+            fut: concurrent.futures.Future[ResultList] = concurrent.futures.Future()
+            fut.set_exception(
+                QueueClosed(self._queue.closed_reason or "the queue is not running")
+            )
+            return fut
+        return asyncio.run_coroutine_threadsafe(
+            self._send_and_wait(value, priority), loop
+        )
+
+    async def wait(self) -> None:
+        """Wait until every event sent so far has been handled."""
+        await self._join()
+
+    async def _send_and_wait(self, value: Any, priority: int | None) -> ResultList:
+        event = await self.send(value, priority=priority)
+        return await event.wait()
+
+    def __repr__(self) -> str:
+        return f"<EventPublisher {self.queue_type.name} qsize={self._queue.qsize()}>"

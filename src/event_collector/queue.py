@@ -1,0 +1,754 @@
+"""The collector queue: a self-scaling pool of consumers behind a queue.
+
+A *collector queue* is a publisher-consumer queue built only on the standard
+library and asyncio. Publishers ``send`` values; consumer tasks hand each one
+to the router, which calls the collectors; the results come back through the
+event. A monitor grows the pool when the load reaches one event per consumer
+and shrinks it when the average load is low, never below the Little's-law
+work in progress (arrival rate x service time) plus a margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import math
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from . import messagebus as bus
+from ._compat import TypeAliasType
+from ._config import check_bool, check_int, check_number
+from ._eventqueue import EventQueue, LifoEventQueue, PriorityEventQueue
+from .autoscale import next_pool_size
+from .collector import Collector
+from .consumers import ConsumerPool, current_owner
+from .data import Error, ResultList
+from .exceptions import ConfigError, EventCancelled
+from .log import Logger, get_logger, report_exception
+from .metrics import LoadAverage, RateMeter, ServiceWindow
+from .publisher import DEFAULT_PRIORITY, EventPublisher, QueueType
+from .router import Router, SimpleRouter
+from .types import EventObserver
+
+__all__ = [
+    "AVG_LOAD_INTERVAL",
+    "CONSUMER_SHUTDOWN_TIMEOUT",
+    "DEFAULT_MAX_CONSUMERS",
+    "DEFAULT_MIN_CONSUMERS",
+    "EVENT_SERVICE_DATA_WINDOW_SIZE",
+    "METRICS_COLLECTOR_WINDOW_SIZE",
+    "METRICS_WARMUP_INTERVAL",
+    "MIN_METRICS_COLLECTOR_WINDOW_SIZE",
+    "MONITOR_INTERVAL",
+    "REPORT_INTERVAL",
+    "WIP_MARGIN",
+    "CollectorQueue",
+    "InitializedQueue",
+    "Load",
+    "Metrics",
+    "MonotonicTime",
+    "ReportedMetrics",
+    "ShutDownQueue",
+]
+
+MonotonicTime = TypeAliasType("MonotonicTime", float)
+"""A reading of a monotonic clock, in seconds (``time.monotonic()``): only
+differences between two readings mean anything."""
+
+DEFAULT_MIN_CONSUMERS: int = 1
+"""Default ``min_consumers``: consumers started with the queue."""
+
+DEFAULT_MAX_CONSUMERS: int = 100_000
+"""Default ``max_consumers``: the most consumers the pool grows to."""
+
+CONSUMER_SHUTDOWN_TIMEOUT: float = 10.0
+"""Default ``consumer_shutdown_timeout``: seconds a shutdown lets consumers
+drain the queue before it cancels what is left."""
+
+WIP_MARGIN: float = 0.15
+"""Default ``wip_margin``: consumers added on top of the demand (15 %)."""
+
+MONITOR_INTERVAL: float = 0.01
+"""Default ``monitor_interval``: seconds between two load checks (10 ms)."""
+
+REPORT_INTERVAL: float = 0.0
+"""Default ``report_interval``: seconds between metrics reports (0: off)."""
+
+AVG_LOAD_INTERVAL: float = 60.0
+"""Default ``avg_load_interval``: seconds of load history in the average."""
+
+METRICS_COLLECTOR_WINDOW_SIZE: float = 60.0
+"""Default ``metrics_collector_window_size``: seconds of arrivals and
+departures behind the rates."""
+
+MIN_METRICS_COLLECTOR_WINDOW_SIZE: float = 5.0
+"""The smallest rate window; a smaller ``metrics_collector_window_size`` is
+raised to it (and logged)."""
+
+EVENT_SERVICE_DATA_WINDOW_SIZE: int = 500
+"""Default ``event_service_data_window_size``: events behind the service and
+wait time averages."""
+
+METRICS_WARMUP_INTERVAL: float = 3.0
+"""Default ``metrics_warmup_interval``: seconds after start during which the
+averages are reported as 0."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Metrics:
+    """A snapshot of the queue's runtime measurements.
+
+    Averages (``avg_load``, ``service_time``, ``wait_time``, the rates and
+    ``wip``) read 0 during the first ``metrics_warmup_interval`` seconds.
+    """
+
+    timestamp: datetime.datetime
+    """When the snapshot was taken (UTC)."""
+    qsize: int
+    """Events waiting in the queue."""
+    busy: int
+    """Consumers running a handler."""
+    consumers: int
+    """Consumers in the pool."""
+    load: float
+    """``(qsize + busy) / consumers``: 1 means every consumer has an event."""
+    avg_load: float
+    """Time-weighted mean of ``load`` over ``avg_load_interval`` seconds."""
+    service_time: float
+    """Mean seconds the handlers took, over the last
+    ``event_service_data_window_size`` events."""
+    wait_time: float
+    """Mean seconds from send to answer, over the same events."""
+    arrival_rate: float
+    """Events accepted per second, over ``metrics_collector_window_size``."""
+    departure_rate: float
+    """Events answered per second, over the same window."""
+    wip: float
+    """Little's-law work in progress: ``arrival_rate x service_time``, the
+    number of consumers the current load keeps busy."""
+    event_count: int
+    """Events answered by consumers since the queue started."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Load:
+    """The queue's load at one moment."""
+
+    qsize: int
+    """Events waiting in the queue."""
+    busy: int
+    """Consumers running a handler."""
+    consumers: int
+    """Consumers in the pool."""
+    ratio: float
+    """``(qsize + busy) / consumers`` (0 without consumers)."""
+
+
+@dataclasses.dataclass(slots=True)
+class ReportedMetrics(bus.Message):
+    """Dispatched on the queue's bus after each metrics report."""
+
+    metrics: Metrics
+    """The metrics just reported."""
+
+
+@dataclasses.dataclass(slots=True)
+class InitializedQueue(bus.Message):
+    """Dispatched when the queue has started, before it handles an event."""
+
+    collector_queue: CollectorQueue
+    """The queue that started."""
+
+
+@dataclasses.dataclass(slots=True)
+class ShutDownQueue(bus.Message):
+    """Dispatched when the queue has shut down and every event is answered."""
+
+    collector_queue: CollectorQueue
+    """The queue that shut down."""
+
+
+_QUEUE_CLASSES: dict[QueueType, type[EventQueue]] = {
+    QueueType.FIFO: EventQueue,
+    QueueType.LIFO: LifoEventQueue,
+    QueueType.PRIORITY: PriorityEventQueue,
+}
+
+_CREATED, _STARTING, _RUNNING, _CLOSING, _CLOSED = (
+    "created",
+    "starting",
+    "running",
+    "closing",
+    "closed",
+)
+
+
+def _check_collectors(collectors: Any) -> list[Collector]:
+    if isinstance(collectors, str | bytes) or not isinstance(collectors, Sequence):
+        raise ConfigError(
+            "collectors must be a list of Collector instances or subclasses "
+            f"(got collectors={collectors!r})"
+        )
+    if not collectors:
+        raise ConfigError("collectors must not be empty (got collectors=[])")
+    instances: list[Collector] = []
+    for item in collectors:
+        if isinstance(item, type) and issubclass(item, Collector):
+            instances.append(item())
+        elif isinstance(item, Collector):
+            instances.append(item)
+        else:
+            raise ConfigError(
+                "collectors must hold Collector instances or subclasses "
+                f"(got {item!r} in collectors)"
+            )
+    keys = [c.key for c in instances]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"collectors must have unique keys (got duplicate keys {duplicates} "
+            "in collectors)"
+        )
+    return instances
+
+
+class CollectorQueue:
+    """A queue whose consumer pool grows and shrinks with the load.
+
+    Use it as an async context manager, or call :meth:`init_queue` and
+    :meth:`shut_down_queue`. Every argument is checked here;
+    a wrong one raises :class:`~event_collector.ConfigError` naming it.
+
+    :param maxsize: bound on queued events (0: unbounded). With a bound,
+        ``send`` waits for room and ``send_nowait`` raises ``QueueFull``.
+    :param clock: the monotonic clock (seconds) behind the metrics;
+        ``time.monotonic`` by default.
+    """
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector | type[Collector]],
+        router: type[Router] = SimpleRouter,
+        autoscale: bool = True,
+        min_consumers: int = DEFAULT_MIN_CONSUMERS,
+        max_consumers: int = DEFAULT_MAX_CONSUMERS,
+        wip_margin: float = WIP_MARGIN,
+        monitor_interval: float = MONITOR_INTERVAL,
+        report_interval: float = REPORT_INTERVAL,
+        avg_load_interval: float = AVG_LOAD_INTERVAL,
+        metrics_collector_window_size: float = METRICS_COLLECTOR_WINDOW_SIZE,
+        event_service_data_window_size: int = EVENT_SERVICE_DATA_WINDOW_SIZE,
+        metrics_warmup_interval: float = METRICS_WARMUP_INTERVAL,
+        queue_type: QueueType = QueueType.FIFO,
+        default_priority: int = DEFAULT_PRIORITY,
+        consumer_shutdown_timeout: float = CONSUMER_SHUTDOWN_TIMEOUT,
+        logging: bool = True,
+        *,
+        maxsize: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logging: bool = check_bool("logging", logging)
+        """Whether the queue logs through the ``event_collector`` structlog
+        logger; ``False`` writes nothing at all."""
+        self._log: Logger = get_logger(self.logging, queue=f"{id(self):x}")
+
+        collector_list = _check_collectors(collectors)
+        self.collectors: list[Collector] = collector_list
+        """The collectors, instantiated where a class was given."""
+        if not (isinstance(router, type) and issubclass(router, Router)):
+            raise ConfigError(
+                "router must be a Router subclass (the class, not an instance) "
+                f"(got router={router!r})"
+            )
+        self.router: type[Router] = router
+        """The router class that delivers payloads to collectors."""
+        self.autoscale: bool = check_bool("autoscale", autoscale)
+        """Whether the pool follows the load; if not, it runs
+        ``max_consumers`` consumers all along."""
+        self.min_consumers: int = check_int("min_consumers", min_consumers, minimum=1)
+        """The fewest consumers; started with the queue."""
+        self.max_consumers: int = check_int("max_consumers", max_consumers)
+        """The most consumers the pool grows to."""
+        if self.max_consumers < self.min_consumers:
+            raise ConfigError(
+                "max_consumers must be >= min_consumers (got "
+                f"max_consumers={max_consumers!r}, min_consumers={min_consumers!r})"
+            )
+        self.wip_margin: float = check_number(
+            "wip_margin", wip_margin, minimum=0.0, maximum=1.0
+        )
+        """Fraction added to the demand when the pool is sized (0 to 1)."""
+        self.monitor_interval: float = check_number(
+            "monitor_interval", monitor_interval, above=0.0, unit="seconds"
+        )
+        """Seconds between two load checks of the monitor."""
+        self.report_interval: float = check_number(
+            "report_interval", report_interval, minimum=0.0, unit="seconds"
+        )
+        """Seconds between two metrics reports; 0 turns reports off."""
+        self.avg_load_interval: float = check_number(
+            "avg_load_interval", avg_load_interval, above=0.0, unit="seconds"
+        )
+        """Seconds of load history behind ``Metrics.avg_load``."""
+        window = check_number(
+            "metrics_collector_window_size",
+            metrics_collector_window_size,
+            above=0.0,
+            unit="seconds",
+        )
+        if window < MIN_METRICS_COLLECTOR_WINDOW_SIZE:
+            self._log.warning(
+                "metrics_collector_window_size raised to its minimum",
+                given=window,
+                used=MIN_METRICS_COLLECTOR_WINDOW_SIZE,
+            )
+            window = MIN_METRICS_COLLECTOR_WINDOW_SIZE
+        self.metrics_collector_window_size: float = window
+        """Seconds of arrivals and departures behind the rates (at least 5)."""
+        self.event_service_data_window_size: int = check_int(
+            "event_service_data_window_size",
+            event_service_data_window_size,
+            minimum=1,
+        )
+        """Events behind the service and wait time averages."""
+        self.metrics_warmup_interval: float = check_number(
+            "metrics_warmup_interval",
+            metrics_warmup_interval,
+            minimum=0.0,
+            unit="seconds",
+        )
+        """Seconds after start during which averages read 0."""
+        if not isinstance(queue_type, QueueType):
+            raise ConfigError(
+                "queue_type must be a QueueType (FIFO, LIFO or PRIORITY) "
+                f"(got queue_type={queue_type!r})"
+            )
+        self.queue_type: QueueType = queue_type
+        """The order in which events are taken: FIFO, LIFO or PRIORITY."""
+        self.default_priority: int = check_int("default_priority", default_priority)
+        """Priority of events sent without one (lower runs first)."""
+        self.consumer_shutdown_timeout: float = check_number(
+            "consumer_shutdown_timeout", consumer_shutdown_timeout, unit="seconds"
+        )
+        """Seconds a shutdown lets consumers drain the queue before cancelling
+        them; 0 or less waits as long as it takes."""
+        self.maxsize: int = check_int("maxsize", maxsize, minimum=0)
+        """Bound on queued events; 0 for none."""
+        if not callable(clock):
+            raise ConfigError(f"clock must be callable (got clock={clock!r})")
+        self._clock = clock
+
+        self._bus = bus.MessageBus(log=self._log)
+        self._queue: EventQueue = _QUEUE_CLASSES[queue_type](self.maxsize)
+        self._observers: list[EventObserver] = []
+        self._service_times = ServiceWindow(self.event_service_data_window_size)
+        self._wait_times = ServiceWindow(self.event_service_data_window_size)
+        self._route = router({c.key: c for c in collector_list})
+        self._pool = ConsumerPool(
+            self._queue,
+            self._route.handle_event,
+            clock=clock,
+            service_times=self._service_times,
+            wait_times=self._wait_times,
+            log=self._log,
+            owner=self,
+            observers=self._observers,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher = EventPublisher(
+            self._queue,
+            queue_type=queue_type,
+            default_priority=self.default_priority,
+            clock=clock,
+            loop_ref=lambda: self._loop,
+            join=self._pool.wait_idle,
+        )
+        self._state = _CREATED
+        self._started_at = 0.0
+        self._load_average: LoadAverage | None = None
+        self._arrivals: RateMeter | None = None
+        self._departures: RateMeter | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Event | None = None
+        self._init_done = asyncio.Event()
+
+    # -- public queries ------------------------------------------------------
+
+    def get_publisher(self) -> EventPublisher:
+        """The publisher to ``send`` events with."""
+        return self._publisher
+
+    def get_message_bus(self) -> bus.MessageBus:
+        """The bus on which the queue announces ``InitializedQueue``,
+        ``ShutDownQueue`` and ``ReportedMetrics``."""
+        return self._bus
+
+    def consumer_count(self) -> int:
+        """Consumers in the pool now."""
+        return self._pool.size
+
+    def current_load(self) -> Load:
+        """The load now: queued and busy events per consumer."""
+        qsize = self._queue.qsize()
+        busy = self._pool.busy
+        consumers = self._pool.size
+        ratio = (qsize + busy) / consumers if consumers else 0.0
+        return Load(qsize, busy, consumers, ratio)
+
+    @property
+    def state(self) -> str:
+        """``created``, ``starting``, ``running``, ``closing`` or ``closed``."""
+        return self._state
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the queue accepts events."""
+        return self._state == _RUNNING
+
+    def get_metrics(self) -> Metrics:
+        """Measure the queue now and return a :class:`Metrics` snapshot."""
+        now = self._clock()
+        load = self.current_load()
+        avg_load = service_time = wait_time = arrival = departure = 0.0
+        if self._warm(now):
+            avg_load = self._average_load(now)
+            service_time = self._service_times.mean()
+            wait_time = self._wait_times.mean()
+            arrival, departure = self._rates(now)
+        return Metrics(
+            timestamp=datetime.datetime.now(datetime.UTC),
+            qsize=load.qsize,
+            busy=load.busy,
+            consumers=load.consumers,
+            load=load.ratio,
+            avg_load=avg_load,
+            service_time=service_time,
+            wait_time=wait_time,
+            arrival_rate=arrival,
+            departure_rate=departure,
+            wip=arrival * service_time,
+            event_count=self._pool.finished,
+        )
+
+    def add_event_observer(self, observer: EventObserver) -> None:
+        """Call ``observer(event)`` each time a consumer answers an event
+        (for histograms, error counters...). It runs on the hot path: keep it
+        quick. Its exceptions are logged."""
+        self._observers.append(observer)
+
+    def remove_event_observer(self, observer: EventObserver) -> None:
+        """Stop calling ``observer``; nothing happens if it is not there."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    # -- measurements --------------------------------------------------------
+
+    def _warm(self, now: float) -> bool:
+        return self._state != _CREATED and (
+            now - self._started_at >= self.metrics_warmup_interval
+        )
+
+    def _average_load(self, now: float) -> float:
+        average = self._load_average
+        return 0.0 if average is None else average.mean(now)
+
+    def _rates(self, now: float) -> tuple[float, float]:
+        arrivals, departures = self._arrivals, self._departures
+        if arrivals is None or departures is None:
+            return 0.0, 0.0
+        arrivals.count = self._queue.put_count
+        departures.count = self._pool.finished
+        return arrivals.rate(now), departures.rate(now)
+
+    def _wip(self, now: float) -> float:
+        if not self._warm(now):
+            return 0.0
+        arrival, _ = self._rates(now)
+        return arrival * self._service_times.mean()
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def init_queue(self) -> None:
+        """Set up the collectors (in order), start the consumers and the
+        monitor, then dispatch :class:`InitializedQueue`.
+
+        If a collector's ``setup`` raises, the collectors already set up are
+        torn down, nothing is left running and the exception propagates.
+        """
+        if self._state != _CREATED:
+            raise RuntimeError(
+                f"init_queue() needs a new CollectorQueue; this one is {self._state}"
+            )
+        self._state = _STARTING
+        ready: list[Collector] = []
+        try:
+            for collector in self.collectors:
+                await collector.setup()
+                ready.append(collector)
+        except BaseException:
+            await self._teardown(ready)
+            self._state = _CLOSED
+            self._queue.close("the collector queue failed to start")
+            self._init_done.set()
+            raise
+
+        loop = self._loop = asyncio.get_running_loop()
+        now = self._started_at = self._clock()
+        self._load_average = LoadAverage(self.avg_load_interval, clock=self._clock)
+        self._arrivals = RateMeter(
+            self.metrics_collector_window_size, clock=self._clock
+        )
+        self._departures = RateMeter(
+            self.metrics_collector_window_size, clock=self._clock
+        )
+        self._arrivals.reset(now)
+        self._departures.reset(now)
+        self._hurry = asyncio.Event()
+        self._queue.open()
+        self._pool.grow(self.min_consumers if self.autoscale else self.max_consumers)
+        self._background.append(
+            loop.create_task(self._monitor(), name="event-collector-monitor")
+        )
+        if self.report_interval > 0:
+            self._background.append(
+                loop.create_task(self._reporter(), name="event-collector-reporter")
+            )
+        for task in self._background:
+            task.add_done_callback(self._background_done)
+        self._state = _RUNNING
+        self._init_done.set()
+        self._log.info(
+            "collector queue started",
+            collectors=[c.key for c in self.collectors],
+            consumers=self._pool.size,
+            queue_type=self.queue_type.name,
+        )
+        await self._bus.dispatch(InitializedQueue(self))
+
+    def request_shutdown(self) -> asyncio.Task[None]:
+        """Start shutting down without waiting; return the shutdown task.
+
+        For callbacks that cannot await, such as a signal handler installed
+        with ``loop.add_signal_handler``. Calling it again returns the same
+        task.
+        """
+        task = self._shutdown_task
+        if task is None:
+            loop = self._loop or asyncio.get_running_loop()
+            task = self._shutdown_task = loop.create_task(
+                self._shut_down(), name="event-collector-shutdown"
+            )
+            task.add_done_callback(self._background_done)
+        return task
+
+    async def shut_down_queue(self) -> None:
+        """Stop accepting events, drain, answer everything, tear down.
+
+        ``send`` raises :class:`~event_collector.QueueClosed` from the moment
+        this is called. Consumers get ``consumer_shutdown_timeout`` seconds to
+        handle what is queued; then the handlers still running are cancelled
+        and every event not handled is answered with
+        ``Error(EventCancelled)``. Collectors are torn down in reverse order
+        and :class:`ShutDownQueue` is dispatched.
+
+        Safe to call several times and concurrently: every caller waits for
+        the same shutdown. Called from inside a handler, it starts the
+        shutdown and returns at once, so the handler can finish. Cancelling
+        the caller (or ``asyncio.timeout`` around it) propagates at once and
+        turns the rest of the shutdown into an immediate one: the drain is
+        cut short and the remaining steps still run.
+        """
+        if self._state == _CREATED:
+            self._state = _CLOSED
+            self._queue.close("the collector queue was shut down before it started")
+            return
+        if self._state == _CLOSED and self._shutdown_task is None:
+            return
+        task = self.request_shutdown()
+        if current_owner.get() is self:
+            return
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done() and self._hurry is not None:
+                self._hurry.set()
+            raise
+
+    async def _shut_down(self) -> None:
+        if self._state == _STARTING:  # init_queue is still setting up
+            await self._init_done.wait()
+        if self._state != _RUNNING:
+            return
+        self._state = _CLOSING
+        self._queue.close("the collector queue is shut down")
+        self._log.info(
+            "collector queue shutting down",
+            qsize=self._queue.qsize(),
+            busy=self._pool.busy,
+        )
+        await self._drain()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._pool.stop()
+        leftovers = self._queue.drain()
+        for event in leftovers:
+            event.set_result(
+                ResultList(
+                    (
+                        Error(
+                            EventCancelled(
+                                "the queue shut down before the event was handled"
+                            )
+                        ),
+                    )
+                )
+            )
+        await self._teardown(self.collectors)
+        self._state = _CLOSED
+        self._log.info(
+            "collector queue shut down",
+            events=self._pool.finished,
+            unhandled=len(leftovers),
+        )
+        await self._bus.dispatch(ShutDownQueue(self))
+
+    async def _drain(self) -> None:
+        assert self._hurry is not None
+        if self._pool.is_idle() or self._hurry.is_set():
+            return
+        timeout = self.consumer_shutdown_timeout
+        idle = asyncio.ensure_future(self._pool.wait_idle())
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                (idle, hurry),
+                timeout=timeout if timeout > 0 else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            idle.cancel()
+            hurry.cancel()
+            await asyncio.gather(idle, hurry, return_exceptions=True)
+        if not self._pool.is_idle():
+            self._log.warning(
+                "shutdown cancels unfinished events",
+                qsize=self._queue.qsize(),
+                busy=self._pool.busy,
+                timeout=timeout,
+            )
+
+    async def _teardown(self, collectors: Sequence[Collector]) -> None:
+        for collector in reversed(collectors):
+            try:
+                await collector.teardown()
+            except Exception as exc:
+                report_exception(
+                    self._log, "collector teardown failed", exc, collector=collector.key
+                )
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            report_exception(
+                self._log, "background task failed", exc, task=task.get_name()
+            )
+
+    async def __aenter__(self) -> CollectorQueue:
+        await self.init_queue()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shut_down_queue()
+
+    # -- background tasks ------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        """Check the load every ``monitor_interval`` seconds and resize the
+        pool; sleep without a timer while the queue is idle at its minimum."""
+        loop = asyncio.get_running_loop()
+        queue, pool, clock = self._queue, self._pool, self._clock
+        load_average = self._load_average
+        arrivals, departures = self._arrivals, self._departures
+        assert load_average is not None
+        assert arrivals is not None
+        assert departures is not None
+        floor = self.min_consumers if self.autoscale else self.max_consumers
+        while True:
+            now = clock()
+            qsize, busy, consumers = queue.qsize(), pool.busy, pool.size
+            load = (qsize + busy) / consumers if consumers else 0.0
+            load_average.add(load, now)
+            arrivals.count = queue.put_count
+            arrivals.sample(now)
+            departures.count = pool.finished
+            departures.sample(now)
+            if self.autoscale:
+                self._resize(now, qsize, busy, consumers, load)
+            if qsize == 0 and busy == 0 and pool.size <= floor:
+                waiter: asyncio.Future[None] = loop.create_future()
+                queue.put_waiter = waiter
+                await waiter
+                # Nothing happened while we slept: the load was 0 all along.
+                load_average.add(0.0, clock())
+            else:
+                await asyncio.sleep(self.monitor_interval)
+
+    def _resize(
+        self, now: float, qsize: int, busy: int, consumers: int, load: float
+    ) -> None:
+        if load < 1.0 and consumers <= self.min_consumers:
+            return
+        assert self._load_average is not None
+        target = next_pool_size(
+            qsize=qsize,
+            busy=busy,
+            consumers=consumers,
+            min_consumers=self.min_consumers,
+            max_consumers=self.max_consumers,
+            avg_load=self._load_average.mean(now) if load < 1.0 else load,
+            wip=self._wip(now) if load < 1.0 else 0.0,
+            wip_margin=self.wip_margin,
+        )
+        if target > consumers:
+            self._pool.grow(target - consumers)
+            self._log.debug("consumers added", consumers=target, load=load)
+        elif target < consumers:
+            retired = self._pool.shrink(consumers - target)
+            if retired:
+                self._log.debug(
+                    "consumers retired", consumers=consumers - retired, load=load
+                )
+
+    async def _reporter(self) -> None:
+        """Log the metrics and dispatch :class:`ReportedMetrics` every
+        ``report_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.report_interval)
+            metrics = self.get_metrics()
+            self._log.info("collector queue metrics", **_metrics_fields(metrics))
+            await self._bus.dispatch(ReportedMetrics(metrics))
+
+    def __repr__(self) -> str:
+        return (
+            f"<CollectorQueue {self._state} consumers={self._pool.size} "
+            f"qsize={self._queue.qsize()}>"
+        )
+
+
+def _metrics_fields(metrics: Metrics) -> dict[str, Any]:
+    fields = dataclasses.asdict(metrics)
+    fields["metrics_timestamp"] = fields.pop("timestamp").isoformat()
+    for name, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fields[name] = None
+    return fields

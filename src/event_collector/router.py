@@ -1,0 +1,152 @@
+"""Routers hand a payload to the collectors its delivery mode names."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from .collector import Collector
+from .data import Delivery, Error, Ok, Payload, ResultList
+
+__all__ = ["Router", "SimpleRouter", "make_runner"]
+
+Runner = Callable[[Payload[Any]], Awaitable[Ok[Any] | Error]]
+
+
+def make_runner(collector: Collector) -> Runner:
+    """Return a coroutine function that runs ``collector`` on a payload and
+    always answers with a result.
+
+    A plain return value becomes ``Ok``; an exception, or a ``CancelledError``
+    the handler raised on its own, becomes ``Error``; a handler that outlives
+    the collector's ``timeout`` is cancelled and answered with
+    ``Error(TimeoutError)``. Only a cancellation of the running task itself
+    (the queue shutting down) propagates. The choice between the timed and
+    the untimed runner is made here, once, not per event.
+    """
+    process = collector.process
+    timeout = collector.timeout
+
+    if timeout is None:
+
+        async def run(payload: Payload[Any]) -> Ok[Any] | Error:
+            try:
+                value = await process(payload)
+            except Exception as exc:
+                return Error(exc)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                return Error(exc)
+            if type(value) is Ok or type(value) is Error:
+                return value
+            if isinstance(value, Ok | Error):
+                return value
+            return Ok(value)
+
+        return run
+
+    key = collector.key
+
+    async def run_with_timeout(payload: Payload[Any]) -> Ok[Any] | Error:
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                value = await process(payload)
+        except TimeoutError as exc:
+            if scope.expired():
+                err = TimeoutError(
+                    f"collector {key!r} took longer than its timeout of {timeout} s"
+                )
+                err.__cause__ = exc.__cause__
+                return Error(err)
+            return Error(exc)
+        except Exception as exc:
+            return Error(exc)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return Error(exc)
+        if isinstance(value, Ok | Error):
+            return value
+        return Ok(value)
+
+    return run_with_timeout
+
+
+class Router(ABC):
+    """Base class of routers; pass a subclass (the class) to the queue.
+
+    :param collectors: the queue's collectors, by key, already set up.
+    """
+
+    def __init__(self, collectors: Mapping[str, Collector]) -> None:
+        self.collectors: Mapping[str, Collector] = collectors
+        """The collectors by key."""
+
+    @abstractmethod
+    async def handle_event(self, payload: Payload[Any]) -> ResultList:
+        """Deliver ``payload`` and return one result per collector reached.
+
+        :func:`make_runner` turns a collector into a function that never
+        raises, which is what an implementation usually wants.
+        """
+
+
+class SimpleRouter(Router):
+    """Delivers by key, by topic or to everyone (``Payload.delivery``).
+
+    The routing tables are built once, at construction. A payload that
+    reaches several collectors is handled by all of them concurrently; the
+    results keep the collectors' order.
+    """
+
+    def __init__(self, collectors: Mapping[str, Collector]) -> None:
+        super().__init__(collectors)
+        self._by_key: dict[str, Runner] = {
+            key: make_runner(c) for key, c in collectors.items()
+        }
+        self._everyone: tuple[Runner, ...] = tuple(self._by_key.values())
+        by_topic: dict[str, list[Runner]] = {}
+        for key, c in collectors.items():
+            for topic in c.topics:
+                by_topic.setdefault(topic, []).append(self._by_key[key])
+        self._by_topic: dict[str, tuple[Runner, ...]] = {
+            t: tuple(rs) for t, rs in by_topic.items()
+        }
+        self._only: Runner | None = (
+            self._everyone[0] if len(self._everyone) == 1 else None
+        )
+
+    def _select(self, payload: Payload[Any]) -> tuple[Runner, ...]:
+        delivery = payload.delivery
+        if delivery is Delivery.BROADCAST:
+            return self._everyone
+        if delivery is Delivery.KEY:
+            by_key = self._by_key
+            return tuple(dict.fromkeys(by_key[k] for k in payload.keys if k in by_key))
+        if delivery is Delivery.TOPIC:
+            by_topic = self._by_topic
+            return tuple(
+                dict.fromkeys(
+                    r for t in payload.topics if t in by_topic for r in by_topic[t]
+                )
+            )
+        raise ValueError(f"unknown delivery mode {delivery!r}")
+
+    async def handle_event(self, payload: Payload[Any]) -> ResultList:
+        only = self._only
+        if only is not None and payload.delivery is Delivery.BROADCAST:
+            return ResultList((await only(payload),))
+        runners = self._select(payload)
+        if len(runners) == 1:
+            return ResultList((await runners[0](payload),))
+        if not runners:
+            return ResultList()
+        return ResultList(await asyncio.gather(*(r(payload) for r in runners)))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} collectors={list(self.collectors)!r}>"

@@ -1,0 +1,36 @@
+"""The callable contracts of event-collector, named once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+from ._compat import TypeAliasType
+from .data import Context, Payload
+from .messagebus import BusHandler
+
+if TYPE_CHECKING:
+    from .publisher import CollectorEvent
+
+__all__ = ["BusHandler", "EventObserver", "LifecycleManager", "Processor"]
+
+Processor = TypeAliasType(
+    "Processor", Callable[[Payload[Any], Context], Awaitable[Any]]
+)
+"""A collector's handler: ``async def processor(payload, ctx)``.
+
+It returns a result (:class:`~event_collector.Ok` /
+:class:`~event_collector.Error`) or any plain value, which is wrapped in
+``Ok``; an exception it raises becomes an ``Error``.
+"""
+
+LifecycleManager = TypeAliasType(
+    "LifecycleManager", Callable[[Context], AbstractAsyncContextManager[Any]]
+)
+"""A factory of an async context manager, given the collector's context:
+entered at the collector's ``setup``, exited at its ``teardown``."""
+
+EventObserver = TypeAliasType("EventObserver", Callable[["CollectorEvent[Any]"], None])
+"""Called with every event the moment it is answered (see
+``CollectorQueue.add_event_observer``). It must be quick and must not raise."""
