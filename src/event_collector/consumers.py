@@ -203,6 +203,9 @@ class ConsumerPool:
             event.set_result(results)
             if observers:
                 self._observe(event)
+            # An idle consumer must not keep the last event (and through it
+            # the results and any exception) alive.
+            del event, results
             if self._stopping:
                 return
 

@@ -45,7 +45,9 @@ def get_logger(enabled: bool = True, **initial_values: Any) -> Logger:
     """
     if not enabled:
         return NullLogger()
-    logger: Logger = structlog.get_logger(LOGGER_NAME).bind(**initial_values)
+    # get_logger(...) with the values, not .bind(): bind() would assemble the
+    # logger now, with whatever configuration structlog has at this moment.
+    logger: Logger = structlog.get_logger(LOGGER_NAME, **initial_values)
     return logger
 
 

@@ -6,8 +6,6 @@ queue can drive these objects from its event loop and tests can drive them from 
 fake clock.  Updates on the per-event hot path are O(1).
 """
 
-from __future__ import annotations
-
 import math
 from bisect import bisect_right
 from collections import deque
