@@ -1,0 +1,385 @@
+"""Prometheus metrics for collector queues.
+
+One call exports a queue's metrics through ``prometheus_client``::
+
+    from event_collector.prometheus import instrument
+
+    async with CollectorQueue(collectors) as queue:
+        exporter = instrument(queue, name="webhooks")
+        ...
+        exporter.unregister()  # when the queue goes away
+
+The gauges are read from :meth:`CollectorQueue.get_metrics
+<event_collector.CollectorQueue.get_metrics>` at scrape time; the histograms
+and counters are fed by an event observer, once per answered event. Every
+sample has a ``queue`` label, so several queues can share one registry.
+
+Needs the ``prometheus`` extra: ``pip install "event-collector[prometheus]"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import weakref
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+    from prometheus_client.registry import Collector as _PrometheusCollector
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "event_collector.prometheus needs prometheus_client; install it with "
+        'the prometheus extra: pip install "event-collector[prometheus]"'
+    ) from exc
+
+from .data import Error
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from .publisher import CollectorEvent
+    from .queue import CollectorQueue, Metrics
+
+__all__ = ["DEFAULT_BUCKETS", "METRIC_PREFIX", "QueueCollector", "instrument"]
+
+METRIC_PREFIX = "event_collector_"
+"""The prefix of every metric name."""
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    float("inf"),
+)
+"""Upper bounds (seconds) of the service and wait time histogram buckets."""
+
+# (metric name without prefix, help text, Metrics field)
+_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("queue_size", "Events waiting in the queue.", "qsize"),
+    ("busy_consumers", "Consumers running a handler.", "busy"),
+    ("consumers", "Consumers in the pool.", "consumers"),
+    ("load", "Queued and busy events per consumer.", "load"),
+    ("average_load", "Time-weighted mean of the load.", "avg_load"),
+    ("arrival_rate", "Events accepted per second (recent window).", "arrival_rate"),
+    (
+        "departure_rate",
+        "Events answered per second (recent window).",
+        "departure_rate",
+    ),
+    (
+        "mean_service_time_seconds",
+        "Mean handler time of the recent events, in seconds.",
+        "service_time",
+    ),
+    (
+        "mean_wait_time_seconds",
+        "Mean time from send to answer of the recent events, in seconds.",
+        "wait_time",
+    ),
+    (
+        "work_in_progress",
+        "Little's-law work in progress: arrival rate x service time.",
+        "wip",
+    ),
+)
+_SERVICE = "service_time_seconds"
+_WAIT = "wait_time_seconds"
+_EVENTS = "events_processed"
+_ERRORS = "errors"
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as the exposition format writes it."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+class _Histogram:
+    """Bucket counts of one series; guarded by the owner's lock."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            buckets.append((_le(bound), float(running)))
+        return buckets, self.total
+
+
+def _check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
+    bounds = tuple(float(b) for b in buckets)
+    if not bounds or any(a >= b for a, b in itertools.pairwise(bounds)):
+        raise ValueError(
+            f"buckets must be a non-empty increasing sequence (got buckets={bounds!r})"
+        )
+    if bounds[-1] != float("inf"):
+        bounds += (float("inf"),)
+    return bounds
+
+
+def _families() -> dict[str, Metric]:
+    """Empty metric families, by name, in exposition order."""
+    families: dict[str, Metric] = {}
+    for name, text, _ in _GAUGES:
+        families[name] = GaugeMetricFamily(METRIC_PREFIX + name, text, labels=["queue"])
+    families[_SERVICE] = HistogramMetricFamily(
+        METRIC_PREFIX + _SERVICE,
+        "Handler time of each answered event, in seconds.",
+        labels=["queue"],
+    )
+    families[_WAIT] = HistogramMetricFamily(
+        METRIC_PREFIX + _WAIT,
+        "Time from send to answer of each answered event, in seconds.",
+        labels=["queue"],
+    )
+    families[_EVENTS] = CounterMetricFamily(
+        METRIC_PREFIX + _EVENTS,
+        "Events answered by the consumers.",
+        labels=["queue"],
+    )
+    families[_ERRORS] = CounterMetricFamily(
+        METRIC_PREFIX + _ERRORS,
+        "Error results, by the exception class name (kind).",
+        labels=["queue", "kind"],
+    )
+    return families
+
+
+class QueueCollector:
+    """The Prometheus metrics of one collector queue.
+
+    Made by :func:`instrument`, which registers it. ``collect()`` yields this
+    queue's metric families alone; in a registry, the queues that share it
+    are exported together, one ``queue`` label value each.
+
+    :param queue: the queue to export.
+    :param name: the value of the ``queue`` label.
+    :param buckets: histogram bucket upper bounds, in seconds.
+    """
+
+    __slots__ = (
+        "_errors",
+        "_events",
+        "_lock",
+        "_registered",
+        "_service",
+        "_wait",
+        "name",
+        "queue",
+    )
+
+    def __init__(
+        self,
+        queue: CollectorQueue,
+        name: str,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str (got name={name!r})")
+        bounds = _check_buckets(buckets)
+        self.queue: CollectorQueue = queue
+        """The exported queue."""
+        self.name: str = name
+        """The ``queue`` label value."""
+        self._lock = threading.Lock()
+        self._service = _Histogram(bounds)
+        self._wait = _Histogram(bounds)
+        self._events = 0
+        self._errors: dict[str, int] = {}
+        self._registered: _RegistryExporter | None = None
+
+    def observe(self, event: CollectorEvent[Any]) -> None:
+        """Count an answered event: the queue calls it for each one."""
+        service = event.service_time
+        wait = event.wait_time
+        results = event.get_result() or ()
+        with self._lock:
+            self._events += 1
+            if service is not None:
+                self._service.observe(service)
+            if wait is not None:
+                self._wait.observe(wait)
+            for result in results:
+                if type(result) is Error:
+                    err = result.err
+                    kind = "str" if isinstance(err, str) else type(err).__name__
+                    self._errors[kind] = self._errors.get(kind, 0) + 1
+
+    def add_samples(self, families: dict[str, Metric]) -> None:
+        """Add this queue's samples to ``families`` (made by a registry's
+        exporter); the gauges come from ``queue.get_metrics()`` now."""
+        metrics: Metrics = self.queue.get_metrics()
+        labels = [self.name]
+        for name, _, field in _GAUGES:
+            family = families[name]
+            assert isinstance(family, GaugeMetricFamily)
+            family.add_metric(labels, float(getattr(metrics, field)))
+        with self._lock:
+            service = self._service.cumulative()
+            wait = self._wait.cumulative()
+            events = self._events
+            errors = sorted(self._errors.items())
+        for key, (buckets, total) in ((_SERVICE, service), (_WAIT, wait)):
+            histogram = families[key]
+            assert isinstance(histogram, HistogramMetricFamily)
+            histogram.add_metric(labels, buckets, total)
+        counter = families[_EVENTS]
+        assert isinstance(counter, CounterMetricFamily)
+        counter.add_metric(labels, events)
+        error_counter = families[_ERRORS]
+        assert isinstance(error_counter, CounterMetricFamily)
+        for kind, count in errors:
+            error_counter.add_metric([self.name, kind], count)
+
+    def collect(self) -> Iterator[Metric]:
+        """This queue's metric families."""
+        families = _families()
+        self.add_samples(families)
+        yield from families.values()
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families, without samples (names for the registry)."""
+        yield from _families().values()
+
+    def unregister(self) -> None:
+        """Stop observing the queue and remove its series from the registry.
+
+        Calling it again does nothing.
+        """
+        self.queue.remove_event_observer(self.observe)
+        exporter, self._registered = self._registered, None
+        if exporter is not None:
+            exporter.remove(self)
+
+    def __repr__(self) -> str:
+        return f"<QueueCollector queue={self.name!r} events={self._events}>"
+
+
+class _RegistryExporter(_PrometheusCollector):
+    """The one collector a registry holds for all instrumented queues, so
+    that their metric families are exported once, with a sample per queue."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._queues: dict[str, QueueCollector] = {}
+        self._lock = threading.Lock()
+
+    def add(self, collector: QueueCollector) -> None:
+        with self._lock:
+            if collector.name in self._queues:
+                raise ValueError(
+                    "a queue is already instrumented in this registry under "
+                    f"name={collector.name!r}; give each queue its own name"
+                )
+            first = not self._queues
+            self._queues[collector.name] = collector
+        if first:
+            try:
+                self._registry.register(self)
+            except BaseException:
+                with self._lock:
+                    del self._queues[collector.name]
+                raise
+
+    def remove(self, collector: QueueCollector) -> None:
+        with self._lock:
+            if self._queues.get(collector.name) is not collector:
+                return
+            del self._queues[collector.name]
+            last = not self._queues
+        if last:
+            self._registry.unregister(self)
+            _exporters.pop(self._registry, None)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            queues = list(self._queues.values())
+        families = _families()
+        for collector in queues:
+            collector.add_samples(families)
+        yield from families.values()
+
+    def describe(self) -> Iterator[Metric]:
+        yield from _families().values()
+
+
+_exporters: weakref.WeakKeyDictionary[CollectorRegistry, _RegistryExporter] = (
+    weakref.WeakKeyDictionary()
+)
+_exporters_lock = threading.Lock()
+
+
+def instrument(
+    queue: CollectorQueue,
+    *,
+    registry: CollectorRegistry | None = None,
+    name: str = "default",
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+) -> QueueCollector:
+    """Export ``queue``'s metrics to a Prometheus registry.
+
+    Registers, with the label ``queue=name``:
+
+    - gauges read from ``queue.get_metrics()`` at each scrape:
+      ``event_collector_queue_size``, ``_busy_consumers``, ``_consumers``,
+      ``_load``, ``_average_load``, ``_arrival_rate``, ``_departure_rate``
+      (events/s), ``_mean_service_time_seconds``,
+      ``_mean_wait_time_seconds``, ``_work_in_progress``;
+    - histograms ``event_collector_service_time_seconds`` and
+      ``event_collector_wait_time_seconds`` of every answered event;
+    - counters ``event_collector_events_processed_total`` and
+      ``event_collector_errors_total`` (label ``kind``: the exception class
+      name of each ``Error`` result, ``str`` for a message).
+
+    The histograms and counters count from this call on.
+
+    :param queue: the queue to export; it may be running or not yet started.
+    :param registry: where to register; ``prometheus_client.REGISTRY`` by
+        default.
+    :param name: the ``queue`` label value, unique within the registry.
+    :param buckets: histogram bucket upper bounds, in seconds.
+    :raises ValueError: ``name`` is already used in ``registry``.
+    :returns: the :class:`QueueCollector`; call its ``unregister()`` when the
+        queue goes away.
+    """
+    target = REGISTRY if registry is None else registry
+    collector = QueueCollector(queue, name, buckets=buckets)
+    with _exporters_lock:
+        exporter = _exporters.get(target)
+        if exporter is None:
+            exporter = _exporters[target] = _RegistryExporter(target)
+        exporter.add(collector)
+    collector._registered = exporter
+    queue.add_event_observer(collector.observe)
+    return collector
