@@ -101,7 +101,16 @@ class EventQueue:
             raise QueueClosed(self._closed)
         if 0 < self._maxsize <= len(self._items):
             raise QueueFull(f"the event queue is full (maxsize={self._maxsize})")
-        self._accept(event)
+        # _accept, inlined: this is the send path of an unbounded queue.
+        self._push(event)
+        self.put_count += 1
+        if self._getters:
+            self._wake(self._getters)
+        waiter = self.put_waiter
+        if waiter is not None:
+            self.put_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def put(self, event: CollectorEvent[Any]) -> None:
         """Queue ``event``, waiting for room in a bounded queue."""

@@ -161,6 +161,7 @@ class EventPublisher:
     """
 
     __slots__ = (
+        "_bounded",
         "_clock",
         "_default_priority",
         "_join",
@@ -180,6 +181,7 @@ class EventPublisher:
         join: Callable[[], Awaitable[None]],
     ) -> None:
         self._queue = queue
+        self._bounded = queue.maxsize > 0
         self.queue_type: QueueType = queue_type
         """The queue's type."""
         self._default_priority = default_priority
@@ -214,12 +216,18 @@ class EventPublisher:
 
         On a bounded queue (``maxsize``) it waits for room.
         """
-        event = self._make_event(value, priority)
-        queue = self._queue
-        if queue.maxsize:
-            await queue.put(event)
+        # The common case (a plain value, no priority) is inlined: send is
+        # the hot path of every publisher.
+        if priority is None and not isinstance(value, Payload):
+            event = CollectorEvent(
+                Payload(value), self._default_priority, self._clock()
+            )
         else:
-            queue.put_nowait(event)
+            event = self._make_event(value, priority)
+        if self._bounded:
+            await self._queue.put(event)
+        else:
+            self._queue.put_nowait(event)
         return event
 
     def send_nowait(
@@ -230,7 +238,12 @@ class EventPublisher:
         :raises QueueFull: a bounded queue has no room.
         :raises QueueClosed: the queue is not running.
         """
-        event = self._make_event(value, priority)
+        if priority is None and not isinstance(value, Payload):
+            event = CollectorEvent(
+                Payload(value), self._default_priority, self._clock()
+            )
+        else:
+            event = self._make_event(value, priority)
         self._queue.put_nowait(event)
         return event
 
@@ -243,11 +256,14 @@ class EventPublisher:
         Don't block on it in the event loop's own thread.
         """
         loop = self._loop_ref()
-        if loop is None or loop.is_closed():
+        closed = self._queue.closed_reason
+        if closed is None and (loop is None or loop.is_closed()):
+            closed = "the queue's event loop is closed"
+        if closed is not None or loop is None:
+            # Fail at once: a stopped loop would never run the send, and the
+            # caller would wait on the future forever.
             fut: concurrent.futures.Future[ResultList] = concurrent.futures.Future()
-            fut.set_exception(
-                QueueClosed(self._queue.closed_reason or "the queue is not running")
-            )
+            fut.set_exception(QueueClosed(closed or "the queue is not running"))
             return fut
         return asyncio.run_coroutine_threadsafe(
             self._send_and_wait(value, priority), loop
