@@ -1,0 +1,60 @@
+"""Event loop factories, and running one measurement in a fresh loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["LOOP_NAMES", "LoopFactory", "available_loops", "loop_factory", "run"]
+
+T = TypeVar("T")
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+LOOP_NAMES: tuple[str, ...] = ("asyncio", "uvloop")
+
+
+def _uvloop_factory() -> LoopFactory | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+def loop_factory(name: str) -> LoopFactory:
+    """The factory of the loop called ``name`` (``asyncio`` or ``uvloop``).
+
+    :raises ValueError: unknown name, or uvloop is not installed.
+    """
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    if name == "uvloop":
+        factory = _uvloop_factory()
+        if factory is None:
+            raise ValueError(
+                "loop 'uvloop' needs the uvloop package: "
+                "pip install 'event-collector[uvloop]'"
+            )
+        return factory
+    raise ValueError(f"loop must be one of {LOOP_NAMES} (got loop={name!r})")
+
+
+def available_loops(choice: str) -> list[str]:
+    """The loops ``--loop choice`` stands for; ``both`` skips a missing uvloop."""
+    if choice == "both":
+        return [n for n in LOOP_NAMES if n == "asyncio" or _uvloop_factory()]
+    loop_factory(choice)  # raises for an unknown or missing loop
+    return [choice]
+
+
+def run(factory: LoopFactory, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main()`` in a new loop made by ``factory``, after a full
+    garbage collection so that one measurement does not pay for the
+    previous one's garbage."""
+    gc.collect()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())

@@ -1,0 +1,287 @@
+"""The performance targets: what one round measures, and how its medians
+are judged.
+
+A round measures the baseline first and then the library, in fresh loops
+of the same kind, so that repeating rounds alternates the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+from collections.abc import Callable, Sequence
+
+from event_collector import Ok
+
+from . import baselines, library
+from ._loops import LoopFactory, run
+
+__all__ = ["FULL", "QUICK", "TARGETS", "Sizes", "Target", "Verdict", "percentile"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sizes:
+    """How big each workload is."""
+
+    throughput_events: int = 100_000
+    io_events: int = 20_000
+    io_latency: float = 0.01  # seconds per I/O handler
+    io_workers: int = 1000
+    idle_seconds: float = 5.0
+    idle_burst: int = 1000  # events of the "idle after a burst" variant
+    memory_events: int = 100_000
+    burst_events: int = 1000
+    burst_latency: float = 0.1  # seconds per handler
+    burst_max_consumers: int = 2000
+    burst_consumers_goal: int = 500
+    latency_events: int = 3000
+    latency_service: float = 0.0005  # CPU seconds per handler
+    latency_load: float = 0.5
+    max_idle_rounds: int = 3  # idle rounds are long: at most this many
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    throughput_events=20_000,
+    io_events=4000,
+    idle_seconds=0.5,
+    idle_burst=200,
+    memory_events=20_000,
+    latency_events=400,
+    max_idle_rounds=1,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    """A target's figure from the medians, and whether it meets the goal."""
+
+    figure: float
+    text: str
+    met: bool
+
+
+Round = Callable[[LoopFactory, Sizes], dict[str, float]]
+Judge = Callable[[dict[str, float]], Verdict]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """One target of the suite."""
+
+    name: str
+    title: str
+    goal: str
+    baseline_key: str
+    library_key: str
+    unit: str
+    measure: Round
+    judge: Judge
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+# -- 1. trivial handler throughput ---------------------------------------------
+
+
+async def _ok_one(value: object) -> Ok[int]:
+    return Ok(1)
+
+
+def _throughput(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+    n = sizes.throughput_events
+    bare = run(factory, lambda: baselines.bare_throughput(n, _ok_one))
+    lib = run(factory, lambda: library.library_throughput(n))
+    return {"bare_events_per_s": n / bare, "library_events_per_s": n / lib}
+
+
+def _judge_ratio(goal: float) -> Judge:
+    def judge(medians: dict[str, float]) -> Verdict:
+        ratio = medians["library_events_per_s"] / medians["bare_events_per_s"]
+        return Verdict(ratio, f"{ratio:.2f}x", ratio >= goal)
+
+    return judge
+
+
+# -- 2. I/O handlers, autoscaled pool vs a fixed pool ---------------------------
+
+
+def _io(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+    n, latency, workers = sizes.io_events, sizes.io_latency, sizes.io_workers
+
+    async def sleeper(value: object) -> int:
+        await asyncio.sleep(latency)
+        return 1
+
+    bare = run(factory, lambda: baselines.bare_throughput(n, sleeper, workers))
+    lib = run(factory, lambda: library.library_sleepers(n, latency, workers))
+    return {"bare_events_per_s": n / bare, "library_events_per_s": n / lib}
+
+
+# -- 3. idle CPU ------------------------------------------------------------------
+
+
+def _idle(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+    seconds = sizes.idle_seconds
+    cpu, wall = run(factory, lambda: baselines.empty_idle(seconds))
+    lib_cpu, lib_wall = run(factory, lambda: library.library_idle(seconds))
+    burst_cpu, burst_wall = run(
+        factory, lambda: library.library_idle(seconds, after_burst=sizes.idle_burst)
+    )
+    return {
+        "empty_loop_cpu_pct": 100 * cpu / wall,
+        "library_cpu_pct": 100 * lib_cpu / lib_wall,
+        "after_burst_cpu_pct": 100 * burst_cpu / burst_wall,
+    }
+
+
+def _judge_idle(medians: dict[str, float]) -> Verdict:
+    pct = medians["library_cpu_pct"]
+    return Verdict(pct, f"{pct:.3f}% of a core", pct <= 0.3)
+
+
+# -- 4. memory per queued event -------------------------------------------------
+
+
+def _memory(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+    n = sizes.memory_events
+    bare = run(factory, lambda: baselines.bare_memory(n))
+    lib = run(factory, lambda: library.library_memory(n))
+    return {"bare_bytes_per_event": bare, "library_bytes_per_event": lib}
+
+
+def _judge_memory(medians: dict[str, float]) -> Verdict:
+    size = medians["library_bytes_per_event"]
+    return Verdict(size, f"{size:.0f} B/event", size <= 250)
+
+
+# -- 5. scale-up reaction ---------------------------------------------------------
+
+
+def _burst(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+    n, latency = sizes.burst_events, sizes.burst_latency
+    bare = run(factory, lambda: baselines.bare_burst(n, latency, n))
+    elapsed, reached, interval = run(
+        factory,
+        lambda: library.library_burst(
+            n, latency, sizes.burst_max_consumers, sizes.burst_consumers_goal
+        ),
+    )
+    return {
+        "bare_completion_x": bare / latency,
+        "library_completion_x": elapsed / latency,
+        "library_time_to_goal_ms": 1000 * reached,
+        "monitor_interval_ms": 1000 * interval,
+    }
+
+
+def _judge_burst(medians: dict[str, float]) -> Verdict:
+    completion = medians["library_completion_x"]
+    reach = medians["library_time_to_goal_ms"]
+    interval = medians["monitor_interval_ms"]
+    return Verdict(
+        completion,
+        f"{completion:.3f}x latency; 500 consumers after {reach:.1f} ms "
+        f"(monitor interval {interval:.0f} ms)",
+        completion <= 1.15 and reach <= interval,
+    )
+
+
+# -- 6. latency overhead at 50% load ---------------------------------------------
+
+
+def _gaps(sizes: Sizes) -> list[float]:
+    rate = sizes.latency_load / sizes.latency_service
+    rng = random.Random(4)  # the same arrival process on both sides
+    return [rng.expovariate(rate) for _ in range(sizes.latency_events)]
+
+
+def _latency(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+    gaps, service = _gaps(sizes), sizes.latency_service
+    bare = run(factory, lambda: baselines.bare_latency(gaps, service))
+    lib = run(factory, lambda: library.library_latency(gaps, service))
+    return {
+        "bare_p50_ms": 1000 * percentile(bare, 0.5),
+        "bare_p99_ms": 1000 * percentile(bare, 0.99),
+        "library_p50_ms": 1000 * percentile(lib, 0.5),
+        "library_p99_ms": 1000 * percentile(lib, 0.99),
+    }
+
+
+def _judge_latency(medians: dict[str, float]) -> Verdict:
+    extra = medians["library_p99_ms"] - medians["bare_p99_ms"]
+    return Verdict(extra, f"p99 {extra:+.3f} ms vs bare", extra <= 1.0)
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target(
+            "throughput",
+            "1. trivial handler, one consumer",
+            ">= 0.5x bare",
+            "bare_events_per_s",
+            "library_events_per_s",
+            "events/s",
+            _throughput,
+            _judge_ratio(0.5),
+        ),
+        Target(
+            "io",
+            "2. 10 ms I/O handlers, pool up to 1000",
+            ">= 0.8x 1000 bare workers",
+            "bare_events_per_s",
+            "library_events_per_s",
+            "events/s",
+            _io,
+            _judge_ratio(0.8),
+        ),
+        Target(
+            "idle",
+            "3. idle CPU, default settings",
+            "<= 0.3% of a core",
+            "empty_loop_cpu_pct",
+            "library_cpu_pct",
+            "% of a core",
+            _idle,
+            _judge_idle,
+        ),
+        Target(
+            "memory",
+            "4. memory per queued event",
+            "<= 250 B",
+            "bare_bytes_per_event",
+            "library_bytes_per_event",
+            "B/event",
+            _memory,
+            _judge_memory,
+        ),
+        Target(
+            "scaleup",
+            "5. burst of 1000 x 100 ms, max 2000",
+            "<= 1.15x latency; 500 consumers within 1 monitor interval",
+            "bare_completion_x",
+            "library_completion_x",
+            "x handler latency",
+            _burst,
+            _judge_burst,
+        ),
+        Target(
+            "latency",
+            "6. p99 send-to-start at 50% load",
+            "<= +1 ms over bare",
+            "bare_p99_ms",
+            "library_p99_ms",
+            "ms",
+            _latency,
+            _judge_latency,
+        ),
+    )
+}
