@@ -190,6 +190,15 @@ class Delivery(enum.Enum):
 _NO_NAMES: tuple[str, ...] = ()
 
 
+def _names(names: Iterable[str] | None) -> tuple[str, ...]:
+    """Keys or topics as a tuple; one string is one name, not its letters."""
+    if names is None:
+        return _NO_NAMES
+    if isinstance(names, str):
+        return (names,)
+    return tuple(names)
+
+
 class Payload(Generic[T]):
     """A value sent to the queue, with how to deliver it.
 
@@ -213,8 +222,8 @@ class Payload(Generic[T]):
     ) -> None:
         self.value: T = value
         self.delivery: Delivery = delivery
-        self.keys: tuple[str, ...] = _NO_NAMES if keys is None else tuple(keys)
-        self.topics: tuple[str, ...] = _NO_NAMES if topics is None else tuple(topics)
+        self.keys: tuple[str, ...] = _names(keys)
+        self.topics: tuple[str, ...] = _names(topics)
         self.priority: int | None = priority
 
     def set_delivery(
@@ -226,9 +235,9 @@ class Payload(Generic[T]):
         """Change the delivery mode, and the keys or topics it uses."""
         self.delivery = delivery
         if keys is not None:
-            self.keys = tuple(keys)
+            self.keys = _names(keys)
         if topics is not None:
-            self.topics = tuple(topics)
+            self.topics = _names(topics)
 
     def set_priority(self, priority: int) -> None:
         """Set the priority used on a priority queue."""
@@ -260,10 +269,17 @@ class Context:
         object.__setattr__(self, "_data", {} if data is None else data)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_data":
+            # Only reached on an instance that copy or pickle has not filled
+            # in yet; looking it up in itself would recurse.
+            raise AttributeError(name)
         try:
             return self._data[name]
         except KeyError:
             raise AttributeError(f"Context has no value {name!r}") from None
+
+    def __reduce__(self) -> tuple[type[Context], tuple[dict[str, Any]]]:
+        return (type(self), (dict(self._data),))
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._data[name] = value

@@ -172,6 +172,10 @@ class ShutDownQueue(bus.Message):
     """The queue that shut down."""
 
 
+IDLE_SHRINK_INTERVAL: float = 1.0
+"""Seconds between two looks of the monitor at an idle pool that is still
+above its minimum (the pool shrinks as the arrival rate decays)."""
+
 _QUEUE_CLASSES: dict[QueueType, type[EventQueue]] = {
     QueueType.FIFO: EventQueue,
     QueueType.LIFO: LifoEventQueue,
@@ -455,7 +459,12 @@ class CollectorQueue:
 
     def _average_load(self, now: float) -> float:
         average = self._load_average
-        return 0.0 if average is None else average.mean(now)
+        if average is None:
+            return 0.0
+        # The monitor stops sampling while the queue idles: bring the
+        # average up to now with the load as it is.
+        average.add(self.current_load().ratio, now)
+        return average.mean(now)
 
     def _rates(self, now: float) -> tuple[float, float]:
         arrivals, departures = self._arrivals, self._departures
@@ -537,6 +546,8 @@ class CollectorQueue:
         with ``loop.add_signal_handler``. Calling it again returns the same
         task.
         """
+        if self._state == _CREATED:
+            self._close_unstarted()
         task = self._shutdown_task
         if task is None:
             loop = self._loop or asyncio.get_running_loop()
@@ -564,8 +575,7 @@ class CollectorQueue:
         cut short and the remaining steps still run.
         """
         if self._state == _CREATED:
-            self._state = _CLOSED
-            self._queue.close("the collector queue was shut down before it started")
+            self._close_unstarted()
             return
         if self._state == _CLOSED and self._shutdown_task is None:
             return
@@ -578,6 +588,11 @@ class CollectorQueue:
             if not task.done() and self._hurry is not None:
                 self._hurry.set()
             raise
+
+    def _close_unstarted(self) -> None:
+        self._state = _CLOSED
+        self._queue.close("the collector queue was shut down before it started")
+        self._init_done.set()
 
     async def _shut_down(self) -> None:
         if self._state == _STARTING:  # init_queue is still setting up
@@ -694,11 +709,19 @@ class CollectorQueue:
             departures.sample(now)
             if self.autoscale:
                 self._resize(now, qsize, busy, consumers, load)
-            if qsize == 0 and busy == 0 and pool.size <= floor:
+            if qsize == 0 and busy == 0:
+                # Idle: sleep until the next put. Above the floor there is
+                # still a pool to shrink as the rates decay, which needs no
+                # 10 ms polling: a look every IDLE_SHRINK_INTERVAL will do.
                 waiter: asyncio.Future[None] = loop.create_future()
                 queue.put_waiter = waiter
-                await waiter
-                # Nothing happened while we slept: the load was 0 all along.
+                if pool.size <= floor:
+                    await waiter
+                else:
+                    await asyncio.wait((waiter,), timeout=IDLE_SHRINK_INTERVAL)
+                    if queue.put_waiter is waiter:
+                        queue.put_waiter = None
+                # Nothing was queued or handled while we slept: load 0.
                 load_average.add(0.0, clock())
             else:
                 await asyncio.sleep(self.monitor_interval)

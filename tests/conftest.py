@@ -1,0 +1,69 @@
+"""Shared test helpers: a fake monotonic clock and a condition poller."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import structlog
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand; counts how often it is read."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def wait_for(
+    condition: Callable[[], bool], *, guard: float = 10.0, poll: float = 0.005
+) -> None:
+    """Wait until ``condition()`` holds; ``guard`` (seconds) is a bound that fails the
+    test, never a way to order events."""
+    deadline = time.monotonic() + guard
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not reached within {guard} s: {condition}")
+        await asyncio.sleep(poll)
+
+
+async def wait_reads(clock: FakeClock, count: int = 3) -> None:
+    """Wait until something (the queue's monitor, when nothing else runs) has
+    read ``clock`` ``count`` more times."""
+    target = clock.reads + count
+    await wait_for(lambda: clock.reads >= target)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_implicit_event_loop() -> None:
+    """Mark the main thread as having no event loop before any test runs.
+
+    Otherwise a plugin that asks the policy for the current loop during a
+    synchronous test (looptime does) makes the policy create one that nobody
+    closes, and its ResourceWarning fails a later test under
+    ``filterwarnings = error``.
+    """
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Every test starts and ends with structlog's default configuration."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -1,0 +1,263 @@
+"""The consumer pool on its own: consume, count, grow, shrink, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from conftest import FakeClock
+from event_collector._eventqueue import EventQueue
+from event_collector.consumers import ConsumerPool, current_owner
+from event_collector.data import Error, Ok, Payload, ResultList
+from event_collector.exceptions import EventCancelled
+from event_collector.log import get_logger
+from event_collector.metrics import ServiceWindow
+from event_collector.publisher import CollectorEvent
+from event_collector.types import EventObserver
+
+Route = Callable[[Payload[Any]], Any]
+
+
+class Harness:
+    """A pool over an open queue, with a fake clock and its own windows."""
+
+    def __init__(self, route: Route, clock: FakeClock) -> None:
+        self.queue = EventQueue()
+        self.queue.open()
+        self.clock = clock
+        self.service = ServiceWindow(10)
+        self.wait = ServiceWindow(10)
+        self.observers: list[EventObserver] = []
+        self.owner = object()
+        self.pool = ConsumerPool(
+            self.queue,
+            route,
+            clock=clock,
+            service_times=self.service,
+            wait_times=self.wait,
+            log=get_logger(True),
+            owner=self.owner,
+            observers=self.observers,
+        )
+
+    def put(self, value: Any) -> CollectorEvent[Any]:
+        event = CollectorEvent(Payload(value), 100, self.clock())
+        self.queue.put_nowait(event)
+        return event
+
+
+async def echo_route(payload: Payload[Any]) -> ResultList:
+    return ResultList([Ok(payload.value)])
+
+
+@pytest.fixture
+async def harness(clock: FakeClock) -> AsyncIterator[Harness]:
+    h = Harness(echo_route, clock)
+    yield h
+    await h.pool.stop()
+
+
+async def test_consumers_answer_events_and_count_them(harness: Harness) -> None:
+    harness.pool.grow(2)
+    assert harness.pool.size == 2
+    events = [harness.put(i) for i in range(5)]
+    results = [await e.wait() for e in events]
+    assert results == [[Ok(i)] for i in range(5)]
+    assert harness.pool.finished == 5
+    assert harness.pool.busy == 0
+    assert harness.pool.is_idle()
+    assert repr(harness.pool) == "<ConsumerPool consumers=2 busy=0>"
+
+
+async def test_busy_counts_running_handlers(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+    running = 0
+    all_running = asyncio.Event()
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        nonlocal running
+        running += 1
+        if running == 3:
+            all_running.set()
+        await gate.wait()
+        return ResultList([Ok(payload.value)])
+
+    h = Harness(route, clock)
+    h.pool.grow(3)
+    events = [h.put(i) for i in range(4)]
+    await all_running.wait()
+    assert h.pool.busy == 3
+    assert h.queue.qsize() == 1
+    assert not h.pool.is_idle()
+    gate.set()
+    for e in events:
+        await e.wait()
+    assert h.pool.busy == 0
+    await h.pool.stop()
+
+
+async def test_service_and_wait_times_use_the_clock(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        started.set()
+        await gate.wait()
+        return ResultList([Ok(None)])
+
+    h = Harness(route, clock)
+    event = h.put(1)  # sent at 0
+    clock.now = 1.0
+    h.pool.grow(1)
+    await started.wait()  # started at 1
+    clock.now = 4.0
+    gate.set()
+    await event.wait()  # finished at 4
+    assert h.service.mean() == pytest.approx(3.0)
+    assert h.wait.mean() == pytest.approx(4.0)
+    assert (event.started_at, event.finished_at) == (1.0, 4.0)
+    await h.pool.stop()
+
+
+async def test_router_exception_becomes_an_error_and_consumer_lives(
+    clock: FakeClock,
+) -> None:
+    async def route(payload: Payload[Any]) -> ResultList:
+        if payload.value == "bad":
+            raise RuntimeError("router broke")
+        return ResultList([Ok(payload.value)])
+
+    h = Harness(route, clock)
+    h.pool.grow(1)
+    bad, good = h.put("bad"), h.put("good")
+    failure = (await bad.wait()).first()
+    assert isinstance(failure, Error)
+    assert isinstance(failure.err, RuntimeError)
+    assert await good.wait() == [Ok("good")]
+    assert h.pool.size == 1
+    assert h.pool.finished == 2
+    await h.pool.stop()
+
+
+async def test_non_result_list_answers_are_coerced(clock: FakeClock) -> None:
+    async def route(payload: Payload[Any]) -> Any:
+        return payload.value
+
+    h = Harness(route, clock)
+    h.pool.grow(1)
+    tuple_answer = h.put((Ok(1), 2))
+    plain_answer = h.put("plain")
+    result_answer = h.put(Error("e"))
+    assert await tuple_answer.wait() == [Ok(1), Ok(2)]
+    assert await plain_answer.wait() == [Ok("plain")]
+    coerced = await result_answer.wait()
+    assert isinstance(coerced, ResultList)
+    assert isinstance(coerced[0], Error)
+    await h.pool.stop()
+
+
+async def test_current_owner_is_set_inside_consumers(harness: Harness) -> None:
+    seen: list[object | None] = []
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        seen.append(current_owner.get())
+        return ResultList([Ok(None)])
+
+    h = Harness(route, harness.clock)
+    h.pool.grow(1)
+    await h.put(1).wait()
+    assert seen == [h.owner]
+    assert current_owner.get() is None, "the test's own context is untouched"
+    await h.pool.stop()
+
+
+async def test_shrink_retires_only_idle_consumers(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        started.set()
+        await gate.wait()
+        return ResultList([Ok(payload.value)])
+
+    h = Harness(route, clock)
+    h.pool.grow(3)
+    await asyncio.sleep(0)  # let the consumers reach their idle wait
+    busy_event = h.put("held")
+    await started.wait()
+    retired = h.pool.shrink(5)
+    assert retired == 2, "the busy consumer is not retired"
+    assert h.pool.size == 1
+    gate.set()
+    assert await busy_event.wait() == [Ok("held")]
+    await h.pool.stop()
+    assert h.pool.size == 0
+
+
+async def test_stop_answers_running_events_with_event_cancelled(
+    clock: FakeClock,
+) -> None:
+    started = asyncio.Event()
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        started.set()
+        await asyncio.Event().wait()
+        return ResultList()
+
+    h = Harness(route, clock)
+    h.pool.grow(1)
+    event = h.put(1)
+    await started.wait()
+    await h.pool.stop()
+    answer = (await event.wait()).first()
+    assert isinstance(answer, Error)
+    assert isinstance(answer.err, EventCancelled)
+    assert "running" in str(answer.err)
+    assert h.pool.size == 0
+    assert h.pool.busy == 0
+    h.pool.grow(2)
+    assert h.pool.size == 0, "a stopped pool does not grow"
+
+
+async def test_wait_idle(clock: FakeClock) -> None:
+    gate = asyncio.Event()
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        await gate.wait()
+        return ResultList()
+
+    h = Harness(route, clock)
+    await asyncio.wait_for(h.pool.wait_idle(), 10)  # idle already
+    h.pool.grow(1)
+    h.put(1)
+    h.put(2)
+    waiter = asyncio.ensure_future(h.pool.wait_idle())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    gate.set()
+    await asyncio.wait_for(waiter, 10)
+    assert h.pool.is_idle()
+    await h.pool.stop()
+
+
+async def test_observers_see_every_answered_event_and_failures_are_logged(
+    harness: Harness,
+) -> None:
+    seen: list[Any] = []
+
+    def broken(event: CollectorEvent[Any]) -> None:
+        raise ValueError("observer broke")
+
+    harness.observers.extend([broken, lambda e: seen.append(e.get_result())])
+    harness.pool.grow(1)
+    with capture_logs() as logs:
+        await harness.put(1).wait()
+        await harness.put(2).wait()
+    assert seen == [[Ok(1)], [Ok(2)]]
+    failures = [e for e in logs if e["event"] == "event observer failed"]
+    assert len(failures) == 2
+    assert isinstance(failures[0]["exc_info"], ValueError)
