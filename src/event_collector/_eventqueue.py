@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import QueueClosed, QueueFull
@@ -36,6 +37,7 @@ class EventQueue:
         "_items",
         "_maxsize",
         "_putters",
+        "_store",
         "put_count",
         "put_waiter",
     )
@@ -43,6 +45,9 @@ class EventQueue:
     def __init__(self, maxsize: int = 0) -> None:
         self._maxsize = maxsize
         self._items: Any = self._new_storage()
+        # What put_nowait calls to store an event: the deque's own append
+        # where that is all _push does, so the send path has no extra frame.
+        self._store: Callable[[CollectorEvent[Any]], None] = self._storer()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
         # Why the queue refuses puts, or None while it accepts them.
@@ -57,6 +62,10 @@ class EventQueue:
 
     def _push(self, event: CollectorEvent[Any]) -> None:
         self._items.append(event)
+
+    def _storer(self) -> Callable[[CollectorEvent[Any]], None]:
+        store: Callable[[CollectorEvent[Any]], None] = self._items.append
+        return store
 
     def _pop(self) -> CollectorEvent[Any]:
         return self._items.popleft()  # type: ignore[no-any-return]
@@ -85,6 +94,23 @@ class EventQueue:
         """The bound on queued events; 0 for none."""
         return self._maxsize
 
+    @property
+    def items(self) -> Any:
+        """The storage itself (true while an event is queued), for the
+        consumers' fast path."""
+        return self._items
+
+    def taker(self) -> Callable[[], CollectorEvent[Any]]:
+        """The cheapest callable that takes the next queued event.
+
+        For an unbounded FIFO or LIFO queue it is the deque's own ``popleft``
+        or ``pop``: no putter can be waiting for room there. Otherwise it is
+        :meth:`get_nowait`. Decided once, by the consumer, not per event.
+        """
+        take: Callable[[], CollectorEvent[Any]]
+        take = self.get_nowait if self._maxsize else self._items.popleft
+        return take
+
     def qsize(self) -> int:
         """Events waiting to be taken."""
         return len(self._items)
@@ -102,7 +128,7 @@ class EventQueue:
         if 0 < self._maxsize <= len(self._items):
             raise QueueFull(f"the event queue is full (maxsize={self._maxsize})")
         # _accept, inlined: this is the send path of an unbounded queue.
-        self._push(event)
+        self._store(event)
         self.put_count += 1
         if self._getters:
             self._wake(self._getters)
@@ -203,6 +229,11 @@ class LifoEventQueue(EventQueue):
 
     __slots__ = ()
 
+    def taker(self) -> Callable[[], CollectorEvent[Any]]:
+        take: Callable[[], CollectorEvent[Any]]
+        take = self.get_nowait if self._maxsize else self._items.pop
+        return take
+
     def _pop(self) -> CollectorEvent[Any]:
         return self._items.pop()  # type: ignore[no-any-return]
 
@@ -219,8 +250,14 @@ class PriorityEventQueue(EventQueue):
     def _new_storage(self) -> Any:
         return []
 
+    def _storer(self) -> Callable[[CollectorEvent[Any]], None]:
+        return self._push
+
     def _push(self, event: CollectorEvent[Any]) -> None:
         heapq.heappush(self._items, (event.priority, next(self._seq), event))
 
     def _pop(self) -> CollectorEvent[Any]:
         return heapq.heappop(self._items)[2]  # type: ignore[no-any-return]
+
+    def taker(self) -> Callable[[], CollectorEvent[Any]]:
+        return self.get_nowait

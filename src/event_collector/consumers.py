@@ -155,11 +155,13 @@ class ConsumerPool:
         add_wait_time = self._wait_times.add
         observers = self._observers
         idle = self._idle
+        items = queue.items
+        take = queue.taker()
         task = asyncio.current_task()
         assert task is not None
         while True:
-            if queue.qsize():
-                event = queue.get_nowait()
+            if items:
+                event = take()
             else:
                 if self.busy == 0 and self._idle_waiters:
                     self._notify_idle()

@@ -222,8 +222,9 @@ class Payload(Generic[T]):
     ) -> None:
         self.value: T = value
         self.delivery: Delivery = delivery
-        self.keys: tuple[str, ...] = _names(keys)
-        self.topics: tuple[str, ...] = _names(topics)
+        # The None tests are inlined: most payloads have neither.
+        self.keys: tuple[str, ...] = _NO_NAMES if keys is None else _names(keys)
+        self.topics: tuple[str, ...] = _NO_NAMES if topics is None else _names(topics)
         self.priority: int | None = priority
 
     def set_delivery(

@@ -37,62 +37,45 @@ def _check_positive(name: str, value: float) -> None:
 class ServiceWindow:
     """Mean of the last ``size`` samples (typically service times in seconds).
 
-    Each :meth:`add` is O(1): the samples live in a fixed ring buffer and a
-    running sum is adjusted by the difference between the new and evicted value.
-    Because such a running sum accumulates rounding error (badly so when huge
-    samples are followed by tiny ones), it is recomputed exactly with
-    :func:`math.fsum` every time the ring wraps around, i.e. once per ``size``
-    additions, which keeps the cost amortised O(1).
+    Adding a sample is a bare ``deque.append`` on a deque bounded to ``size``
+    (the oldest sample falls out by itself): the consumers call it twice per
+    event, so it is the C method itself, with no Python frame around it. The
+    mean is computed when asked for, exactly (:func:`math.fsum`), in O(size):
+    it is read by the monitor and the reporter, far less often than samples
+    arrive, and no running sum can drift.
 
     :param size: number of most recent samples averaged; must be at least 1.
     :raises ValueError: if ``size`` is smaller than 1.
     """
 
-    __slots__ = ("_buf", "_full", "_index", "_size", "_sum")
+    __slots__ = ("_buf", "_size", "add")
+
+    add: Callable[[float], None]
+    """Record one sample (seconds, say), evicting the oldest once full."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size!r}")
         self._size = size
-        # Zero-filled up front so add() never branches on "is the ring full yet":
-        # overwriting a placeholder 0.0 leaves the running sum unchanged.
-        self._buf: list[float] = [0.0] * size
-        self._index = 0
-        self._full = False
-        self._sum = 0.0
+        self._buf: deque[float] = deque(maxlen=size)
+        self.add = self._buf.append
 
     @property
     def size(self) -> int:
         """Capacity of the window, in samples."""
         return self._size
 
-    def add(self, value: float) -> None:
-        """Record one sample, evicting the oldest one once the window is full.
-
-        :param value: the sample, e.g. a service time in seconds.
-        """
-        buf = self._buf
-        i = self._index
-        self._sum += value - buf[i]
-        buf[i] = value
-        i += 1
-        if i == self._size:
-            i = 0
-            self._full = True
-            self._sum = math.fsum(buf)
-        self._index = i
-
     def mean(self) -> float:
         """Arithmetic mean of the retained samples (same unit as the samples).
 
         :returns: the mean, or ``0.0`` when no sample has been added.
         """
-        n = self._size if self._full else self._index
-        return self._sum / n if n else 0.0
+        buf = self._buf
+        return math.fsum(buf) / len(buf) if buf else 0.0
 
     def __len__(self) -> int:
         """Number of samples currently retained (at most :attr:`size`)."""
-        return self._size if self._full else self._index
+        return len(self._buf)
 
     def __repr__(self) -> str:
         return f"ServiceWindow(size={self._size}, len={len(self)}, mean={self.mean()})"

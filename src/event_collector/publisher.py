@@ -82,13 +82,18 @@ class CollectorEvent(Generic[T]):
         if self._result is not None:
             return False
         self._result = result
+        if self._waiters is not None:
+            self._wake_waiters()
+        return True
+
+    def _wake_waiters(self) -> None:
+        """Wake whoever awaits the event (once it has its result)."""
         waiters = self._waiters
         if waiters is not None:
             self._waiters = None
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
-        return True
 
     # -- reading -------------------------------------------------------------
 

@@ -729,7 +729,7 @@ class CollectorQueue:
     def _resize(
         self, now: float, qsize: int, busy: int, consumers: int, load: float
     ) -> None:
-        if load < 1.0 and consumers <= self.min_consumers:
+        if load < 1.0 and consumers == self.min_consumers:
             return
         assert self._load_average is not None
         target = next_pool_size(
@@ -742,6 +742,8 @@ class CollectorQueue:
             wip=self._wip(now) if load < 1.0 else 0.0,
             wip_margin=self.wip_margin,
         )
+        # Below the floor (an empty pool reads as load 0): refill it.
+        target = max(target, self.min_consumers)
         if target > consumers:
             self._pool.grow(target - consumers)
             self._log.debug("consumers added", consumers=target, load=load)

@@ -65,11 +65,9 @@ def make_runner(collector: Collector) -> Runner:
                 value = await process(payload)
         except TimeoutError as exc:
             if scope.expired():
-                err = TimeoutError(
-                    f"collector {key!r} took longer than its timeout of {timeout} s"
-                )
-                err.__cause__ = exc.__cause__
-                return Error(err)
+                # Built in a helper, not a local: the cause's traceback holds
+                # this frame, and a local would make that a reference cycle.
+                return Error(_timed_out(key, timeout, exc.__cause__))
             return Error(exc)
         except Exception as exc:
             return Error(exc)
@@ -83,6 +81,12 @@ def make_runner(collector: Collector) -> Runner:
         return Ok(value)
 
     return run_with_timeout
+
+
+def _timed_out(key: str, timeout: float, cause: BaseException | None) -> TimeoutError:
+    err = TimeoutError(f"collector {key!r} took longer than its timeout of {timeout} s")
+    err.__cause__ = cause
+    return err
 
 
 def _is_plain(collector: Collector) -> bool:
