@@ -209,15 +209,15 @@ class SimpleRouter(Router):
         raise ValueError(f"unknown delivery mode {delivery!r}")
 
     async def handle_event(self, payload: Payload[Any]) -> ResultList:
+        # No result is kept in a local here: a handler's exception carries a
+        # traceback whose frames lead back (f_back) to this frame, and a
+        # local holding the Error would make that a reference cycle.
         only = self._only
         if only is not None and payload.delivery is Delivery.BROADCAST:
-            # Appending is several times cheaper than ResultList((x,)).
-            results = ResultList()
-            results.append(await only(payload))
-            return results
+            return _listed(await only(payload))
         runners = self._select(payload)
         if len(runners) == 1:
-            return ResultList((await runners[0](payload),))
+            return _listed(await runners[0](payload))
         if not runners:
             return ResultList()
         return ResultList(await asyncio.gather(*(r(payload) for r in runners)))
