@@ -8,12 +8,13 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .data import Error, Payload, ResultList, as_result
+from .data import Delivery, Error, Ok, Payload, ResultList, as_result
 from .exceptions import EventCancelled
 from .log import Logger, report_exception
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
+    from .collector import Collector
     from .metrics import ServiceWindow
     from .publisher import CollectorEvent
     from .types import EventObserver
@@ -62,9 +63,11 @@ class ConsumerPool:
         log: Logger,
         owner: object,
         observers: list[EventObserver],
+        direct: Collector | None = None,
     ) -> None:
         self._queue = queue
         self._route = route
+        self._direct = direct
         self._clock = clock
         self._service_times = service_times
         self._wait_times = wait_times
@@ -157,6 +160,8 @@ class ConsumerPool:
         idle = self._idle
         items = queue.items
         take = queue.taker()
+        direct = self._direct
+        broadcast = Delivery.BROADCAST
         task = asyncio.current_task()
         assert task is not None
         while True:
@@ -172,28 +177,31 @@ class ConsumerPool:
                     idle.pop(task, None)
             self.busy += 1
             start = event.started_at = clock()
+            payload = event.payload
             try:
-                results = await route(event.payload)
-            except asyncio.CancelledError:
-                self.busy -= 1
-                event.finished_at = clock()
-                self.finished += 1
-                event.set_result(
-                    ResultList(
-                        (
-                            Error(
-                                EventCancelled(
-                                    "the queue shut down while the event's "
-                                    "handler was running"
-                                )
-                            ),
-                        )
-                    )
-                )
-                raise
+                if direct is not None and payload.delivery is broadcast:
+                    # The router's lone plain collector, called here: one
+                    # coroutine less per event (see Router.direct).
+                    value = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
+                    results = ResultList()
+                    if type(value) is Ok or isinstance(value, Ok | Error):
+                        results.append(value)
+                    else:
+                        results.append(Ok(value))
+                    del value
+                else:
+                    results = await route(payload)
+            except asyncio.CancelledError as exc:
+                if not task.cancelling():
+                    # The handler raised it on its own: an outcome, not
+                    # the queue stopping this consumer.
+                    results = ResultList((Error(exc),))
+                else:
+                    self._answer_cancelled(event)
+                    raise
             except Exception as exc:
-                # Only a custom router can get here: collectors' own errors
-                # are results already.
+                # A handler's exception on the direct path; a custom router's
+                # own failure otherwise (collectors' errors are results).
                 results = ResultList((Error(exc),))
             self.busy -= 1
             end = event.finished_at = clock()
@@ -207,9 +215,26 @@ class ConsumerPool:
                 self._observe(event)
             # An idle consumer must not keep the last event (and through it
             # the results and any exception) alive.
-            del event, results
+            del event, payload, results
             if self._stopping:
                 return
+
+    def _answer_cancelled(self, event: CollectorEvent[Any]) -> None:
+        """Answer the event of a consumer cancelled inside its handler."""
+        self.busy -= 1
+        event.finished_at = self._clock()
+        self.finished += 1
+        event.set_result(
+            ResultList(
+                (
+                    Error(
+                        EventCancelled(
+                            "the queue shut down while the event's handler was running"
+                        )
+                    ),
+                )
+            )
+        )
 
     def _observe(self, event: CollectorEvent[Any]) -> None:
         for observer in self._observers:

@@ -361,6 +361,7 @@ class CollectorQueue:
             log=self._log,
             owner=self,
             observers=self._observers,
+            direct=self._route.direct,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publisher = EventPublisher(
