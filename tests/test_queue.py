@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import inspect
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -1201,3 +1202,53 @@ async def test_bus_handlers_queue_messages_commands_and_can_be_removed() -> None
     failures = [e for e in logs if e["event"] == "message bus handler failed"]
     assert len(failures) == 1
     assert failures[0]["bus_message"] == "InitializedQueue"
+
+
+async def test_get_metrics_from_another_thread_is_measured_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue = CollectorQueue([Collector("c", echo)], logging=False)
+    measured_in: list[int] = []
+    measure = queue._measure
+
+    def recording_measure(*, update: bool) -> Metrics:
+        measured_in.append(threading.get_ident())
+        return measure(update=update)
+
+    monkeypatch.setattr(queue, "_measure", recording_measure)
+    async with queue:
+        await (await queue.get_publisher().send(1)).wait()
+        metrics = await asyncio.to_thread(queue.get_metrics)
+    assert metrics.consumers == 1
+    assert metrics.event_count == 1
+    assert measured_in == [threading.get_ident()]  # the loop's thread
+
+
+async def test_get_metrics_from_another_thread_while_the_loop_is_blocked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "CROSS_THREAD_METRICS_TIMEOUT", 0.05)
+    queue = CollectorQueue([Collector("c", echo)], logging=False)
+    calls: list[tuple[int, bool]] = []
+    measure = queue._measure
+
+    def recording_measure(*, update: bool) -> Metrics:
+        calls.append((threading.get_ident(), update))
+        return measure(update=update)
+
+    monkeypatch.setattr(queue, "_measure", recording_measure)
+    async with queue:
+        outcome: list[Metrics] = []
+        reader = threading.Thread(target=lambda: outcome.append(queue.get_metrics()))
+        reader.start()
+        # Block the loop (a misbehaving handler would) longer than the
+        # reader is willing to wait: it must answer without the loop.
+        reader.join(timeout=10.0)
+        assert not reader.is_alive()
+        await asyncio.sleep(0)  # the loop now runs the abandoned request
+    assert len(outcome) == 1
+    assert outcome[0].consumers == 1
+    # Measured once, in the reader's thread, without updating any state.
+    assert len(calls) == 1
+    assert calls[0][0] != threading.get_ident()
+    assert calls[0][1] is False

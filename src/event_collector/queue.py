@@ -11,9 +11,11 @@ work in progress (arrival rate x service time) plus a margin.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -171,6 +173,10 @@ class ShutDownQueue(bus.Message):
     collector_queue: CollectorQueue
     """The queue that shut down."""
 
+
+CROSS_THREAD_METRICS_TIMEOUT: float = 1.0
+"""Seconds ``get_metrics`` called from another thread waits for the event
+loop to take the measurement before it reads without the loop."""
 
 IDLE_SHRINK_INTERVAL: float = 1.0
 """Seconds between two looks of the monitor at an idle pool that is still
@@ -364,6 +370,7 @@ class CollectorQueue:
             direct=self._route.direct,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._publisher = EventPublisher(
             self._queue,
             queue_type=queue_type,
@@ -416,12 +423,43 @@ class CollectorQueue:
         return self._state == _RUNNING
 
     def get_metrics(self) -> Metrics:
-        """Measure the queue now and return a :class:`Metrics` snapshot."""
+        """Measure the queue now and return a :class:`Metrics` snapshot.
+
+        Safe from any thread (a Prometheus exporter's, say): called outside
+        the queue's event loop, the measurement runs on the loop, so it never
+        races the monitor; if the loop does not answer within
+        ``CROSS_THREAD_METRICS_TIMEOUT`` seconds (it is blocked), the
+        snapshot is read from here without touching the queue's state.
+        """
+        loop = self._loop
+        if (
+            loop is not None
+            and self._loop_thread != threading.get_ident()
+            and loop.is_running()
+        ):
+            future: concurrent.futures.Future[Metrics] = concurrent.futures.Future()
+
+            def measure() -> None:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(self._measure(update=True))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+
+            try:
+                loop.call_soon_threadsafe(measure)
+                return future.result(timeout=CROSS_THREAD_METRICS_TIMEOUT)
+            except (RuntimeError, concurrent.futures.TimeoutError):
+                future.cancel()  # the loop closed or is blocked
+            return self._measure(update=False)
+        return self._measure(update=True)
+
+    def _measure(self, *, update: bool) -> Metrics:
         now = self._clock()
         load = self.current_load()
         avg_load = service_time = wait_time = arrival = departure = 0.0
         if self._warm(now):
-            avg_load = self._average_load(now)
+            avg_load = self._average_load(now, update)
             service_time = self._service_times.mean()
             wait_time = self._wait_times.mean()
             arrival, departure = self._rates(now)
@@ -458,13 +496,14 @@ class CollectorQueue:
             now - self._started_at >= self.metrics_warmup_interval
         )
 
-    def _average_load(self, now: float) -> float:
+    def _average_load(self, now: float, update: bool = True) -> float:
         average = self._load_average
         if average is None:
             return 0.0
-        # The monitor stops sampling while the queue idles: bring the
-        # average up to now with the load as it is.
-        average.add(self.current_load().ratio, now)
+        if update:
+            # The monitor stops sampling while the queue idles: bring the
+            # average up to now with the load as it is.
+            average.add(self.current_load().ratio, now)
         return average.mean(now)
 
     def _rates(self, now: float) -> tuple[float, float]:
@@ -508,6 +547,7 @@ class CollectorQueue:
             raise
 
         loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         now = self._started_at = self._clock()
         self._load_average = LoadAverage(self.avg_load_interval, clock=self._clock)
         self._arrivals = RateMeter(
