@@ -1,10 +1,13 @@
-"""Shared test helpers: a fake monotonic clock and a condition poller."""
+"""Shared test helpers: a fake monotonic clock, a condition poller and a
+guard on what reaches the event loop's exception handler."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -67,3 +70,27 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+LoopErrors = list[dict[str, Any]]
+
+
+@pytest.fixture
+async def loop_guard() -> AsyncIterator[LoopErrors]:
+    """Record what reaches the loop's exception handler ("Task was destroyed
+    but it is pending", "exception was never retrieved", callback errors) and
+    check, after the test, that it stayed empty and no task is left."""
+    loop = asyncio.get_running_loop()
+    errors: LoopErrors = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        yield errors
+        await asyncio.sleep(0)
+        gc.collect()  # report abandoned tasks and futures now, not later
+        await asyncio.sleep(0)
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        assert not left, f"tasks left behind: {left}"
+        assert errors == [], errors
+    finally:
+        loop.set_exception_handler(previous)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from conftest import LoopErrors
 from event_collector import (
     Collector,
     CollectorEvent,
@@ -43,29 +42,9 @@ OUTCOMES = ("return", "raise", "hang", "cancel")
 TIMEOUTS = {"a": 1.0, "b": 2.5}
 GUARD = 60.0
 
-LoopErrors = list[dict[str, Any]]
-
 
 class Boom(Exception):
     """What a failing handler raises."""
-
-
-@pytest.fixture
-async def loop_guard() -> AsyncIterator[LoopErrors]:
-    loop = asyncio.get_running_loop()
-    errors: LoopErrors = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    try:
-        yield errors
-        await asyncio.sleep(0)
-        gc.collect()
-        await asyncio.sleep(0)
-        left = asyncio.all_tasks() - {asyncio.current_task()}
-        assert not left, f"tasks left behind: {left}"
-        assert errors == [], errors
-    finally:
-        loop.set_exception_handler(previous)
 
 
 def _handler(key: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from conftest import LoopErrors
 from event_collector import (
     Collector,
     CollectorEvent,
@@ -41,7 +42,6 @@ from event_collector.messagebus import BusEventQueue
 # Wide guards: a test that needs one of them has hung, not run slowly.
 GUARD = 30.0
 
-LoopErrors = list[dict[str, Any]]
 Handler = Callable[[Payload[Any], Context], Any]
 
 
@@ -51,27 +51,6 @@ class Boom(Exception):
 
 class SetupFailed(Exception):
     """A collector's set-up failure."""
-
-
-@pytest.fixture
-async def loop_guard() -> AsyncIterator[LoopErrors]:
-    """Record what reaches the loop's exception handler ("Task was destroyed
-    but it is pending", "exception was never retrieved", callback errors) and
-    check, after the test, that it stayed empty and no task is left."""
-    loop = asyncio.get_running_loop()
-    errors: LoopErrors = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    try:
-        yield errors
-        await asyncio.sleep(0)
-        gc.collect()  # report abandoned tasks and futures now, not later
-        await asyncio.sleep(0)
-        left = asyncio.all_tasks() - {asyncio.current_task()}
-        assert not left, f"tasks left behind: {left}"
-        assert errors == [], errors
-    finally:
-        loop.set_exception_handler(previous)
 
 
 def _queue(handler: Handler, *, timeout: float | None = None, **kwargs: Any) -> Any:

@@ -184,10 +184,7 @@ class ConsumerPool:
                     # coroutine less per event (see Router.direct).
                     value = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
                     results = ResultList()
-                    if type(value) is Ok or isinstance(value, Ok | Error):
-                        results.append(value)
-                    else:
-                        results.append(Ok(value))
+                    results.append(value if type(value) is Ok else as_result(value))
                     del value
                 else:
                     results = await route(payload)

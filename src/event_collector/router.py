@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .collector import Collector
-from .data import Delivery, Error, Ok, Payload, ResultList
+from .data import Delivery, Error, Ok, Payload, ResultList, as_result
 
 __all__ = ["Router", "SimpleRouter", "make_runner"]
 
@@ -44,15 +44,10 @@ def make_runner(collector: Collector) -> Runner:
             except Exception as exc:
                 return Error(exc)
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if _being_cancelled():
                     raise
                 return Error(exc)
-            if type(value) is Ok or type(value) is Error:
-                return value
-            if isinstance(value, Ok | Error):
-                return value
-            return Ok(value)
+            return as_result(value)
 
         return run
 
@@ -71,15 +66,19 @@ def make_runner(collector: Collector) -> Runner:
         except Exception as exc:
             return Error(exc)
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if _being_cancelled():
                 raise
             return Error(exc)
-        if isinstance(value, Ok | Error):
-            return value
-        return Ok(value)
+        return as_result(value)
 
     return run_with_timeout
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task is being cancelled (the queue stopping it),
+    as opposed to a handler that raised ``CancelledError`` on its own."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _timed_out(key: str, timeout: float, cause: BaseException | None) -> TimeoutError:
