@@ -107,7 +107,9 @@ def _listed(result: Ok[Any] | Error) -> ResultList:
 class Router(ABC):
     """Base class of routers; pass a subclass (the class) to the queue.
 
-    :param collectors: the queue's collectors, by key, already set up.
+    :param collectors: the queue's collectors, by key. The queue builds its
+        router when it is constructed; the collectors' ``setup`` runs later,
+        in ``init_queue``, before any event is routed.
     """
 
     direct: Collector | None = None
