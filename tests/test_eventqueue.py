@@ -101,9 +101,9 @@ def test_bounded_queue_put_nowait_raises_queue_full() -> None:
     queue = opened(maxsize=2)
     assert queue.maxsize == 2
     queue.put_nowait(ev(1))
-    assert not queue.full()
+    assert queue.qsize() == 1
     queue.put_nowait(ev(2))
-    assert queue.full()
+    assert queue.qsize() == queue.maxsize
     with pytest.raises(QueueFull, match="maxsize=2"):
         queue.put_nowait(ev(3))
     assert queue.put_count == 2

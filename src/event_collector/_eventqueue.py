@@ -46,7 +46,7 @@ class EventQueue:
         self._maxsize = maxsize
         self._items: Any = self._new_storage()
         # What put_nowait calls to store an event: the deque's own append
-        # where that is all _push does, so the send path has no extra frame.
+        # (no Python frame on the send path), or the heap push.
         self._store: Callable[[CollectorEvent[Any]], None] = self._storer()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
@@ -59,9 +59,6 @@ class EventQueue:
 
     def _new_storage(self) -> Any:
         return deque()
-
-    def _push(self, event: CollectorEvent[Any]) -> None:
-        self._items.append(event)
 
     def _storer(self) -> Callable[[CollectorEvent[Any]], None]:
         store: Callable[[CollectorEvent[Any]], None] = self._items.append
@@ -115,10 +112,6 @@ class EventQueue:
         """Events waiting to be taken."""
         return len(self._items)
 
-    def full(self) -> bool:
-        """Whether a bounded queue has no room."""
-        return 0 < self._maxsize <= len(self._items)
-
     # -- put ---------------------------------------------------------------
 
     def put_nowait(self, event: CollectorEvent[Any]) -> None:
@@ -127,7 +120,6 @@ class EventQueue:
             raise QueueClosed(self._closed)
         if 0 < self._maxsize <= len(self._items):
             raise QueueFull(f"the event queue is full (maxsize={self._maxsize})")
-        # _accept, inlined: this is the send path of an unbounded queue.
         self._store(event)
         self.put_count += 1
         if self._getters:
@@ -145,7 +137,7 @@ class EventQueue:
         maxsize = self._maxsize
         if maxsize and maxsize <= len(self._items):
             await self._wait_for_room()
-        self._accept(event)
+        self.put_nowait(event)
 
     async def _wait_for_room(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,18 +157,6 @@ class EventQueue:
                 raise
             if self._closed is not None:
                 raise QueueClosed(self._closed)
-
-    def _accept(self, event: CollectorEvent[Any]) -> None:
-        self._push(event)
-        self.put_count += 1
-        getters = self._getters
-        if getters:
-            self._wake(getters)
-        waiter = self.put_waiter
-        if waiter is not None:
-            self.put_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     # -- get ---------------------------------------------------------------
 

@@ -82,18 +82,13 @@ class CollectorEvent(Generic[T]):
         if self._result is not None:
             return False
         self._result = result
-        if self._waiters is not None:
-            self._wake_waiters()
-        return True
-
-    def _wake_waiters(self) -> None:
-        """Wake whoever awaits the event (once it has its result)."""
         waiters = self._waiters
         if waiters is not None:
             self._waiters = None
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+        return True
 
     # -- reading -------------------------------------------------------------
 
@@ -161,8 +156,8 @@ class EventPublisher:
     """Sends values to a collector queue; get it from
     ``CollectorQueue.get_publisher()``.
 
-    ``send`` is chosen once, at construction, for the queue's type, so that
-    a plain queue does not pay for priorities.
+    Whether the queue is bounded is decided at construction; a plain value
+    sent without a priority takes the shortest path.
     """
 
     __slots__ = (
@@ -195,11 +190,7 @@ class EventPublisher:
         self._join = join
 
     def _make_event(self, value: Any, priority: int | None) -> CollectorEvent[Any]:
-        payload = (
-            value
-            if type(value) is Payload
-            else (value if isinstance(value, Payload) else Payload(value))
-        )
+        payload = value if isinstance(value, Payload) else Payload(value)
         if priority is None:
             priority = payload.priority
             if priority is None:
@@ -243,12 +234,7 @@ class EventPublisher:
         :raises QueueFull: a bounded queue has no room.
         :raises QueueClosed: the queue is not running.
         """
-        if priority is None and not isinstance(value, Payload):
-            event = CollectorEvent(
-                Payload(value), self._default_priority, self._clock()
-            )
-        else:
-            event = self._make_event(value, priority)
+        event = self._make_event(value, priority)
         self._queue.put_nowait(event)
         return event
 
@@ -262,13 +248,11 @@ class EventPublisher:
         """
         loop = self._loop_ref()
         closed = self._queue.closed_reason
-        if closed is None and (loop is None or loop.is_closed()):
-            closed = "the queue's event loop is closed"
-        if closed is not None or loop is None:
+        if closed is not None or loop is None or loop.is_closed():
             # Fail at once: a stopped loop would never run the send, and the
             # caller would wait on the future forever.
             fut: concurrent.futures.Future[ResultList] = concurrent.futures.Future()
-            fut.set_exception(QueueClosed(closed or "the queue is not running"))
+            fut.set_exception(QueueClosed(closed or "the queue's event loop is closed"))
             return fut
         return asyncio.run_coroutine_threadsafe(
             self._send_and_wait(value, priority), loop

@@ -548,7 +548,7 @@ class CollectorQueue:
 
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        now = self._started_at = self._clock()
+        self._started_at = self._clock()
         self._load_average = LoadAverage(self.avg_load_interval, clock=self._clock)
         self._arrivals = RateMeter(
             self.metrics_collector_window_size, clock=self._clock
@@ -556,8 +556,6 @@ class CollectorQueue:
         self._departures = RateMeter(
             self.metrics_collector_window_size, clock=self._clock
         )
-        self._arrivals.reset(now)
-        self._departures.reset(now)
         self._hurry = asyncio.Event()
         self._queue.open()
         self._pool.grow(self.min_consumers if self.autoscale else self.max_consumers)
