@@ -168,7 +168,7 @@ def _judge_memory(medians: dict[str, float]) -> Verdict:
 def _burst(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
     n, latency = sizes.burst_events, sizes.burst_latency
     bare = run(factory, lambda: baselines.bare_burst(n, latency, n))
-    elapsed, reached, interval = run(
+    elapsed, polled, handled, interval = run(
         factory,
         lambda: library.library_burst(
             n, latency, sizes.burst_max_consumers, sizes.burst_consumers_goal
@@ -177,7 +177,10 @@ def _burst(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
     return {
         "bare_completion_x": bare / latency,
         "library_completion_x": elapsed / latency,
-        "library_time_to_goal_ms": 1000 * reached,
+        # Two upper bounds on the same instant: the earlier one is the figure.
+        "library_time_to_goal_ms": 1000 * min(polled, handled),
+        "goal_seen_by_poller_ms": 1000 * polled,
+        "goal_handlers_started_ms": 1000 * handled,
         "monitor_interval_ms": 1000 * interval,
     }
 

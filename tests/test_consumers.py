@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -261,3 +262,68 @@ async def test_observers_see_every_answered_event_and_failures_are_logged(
     failures = [e for e in logs if e["event"] == "event observer failed"]
     assert len(failures) == 2
     assert isinstance(failures[0]["exc_info"], ValueError)
+
+
+eager_only = pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="eager tasks arrived in Python 3.12"
+)
+
+
+@eager_only
+async def test_grow_starts_handlers_before_it_returns(clock: FakeClock) -> None:
+    started: list[object] = []
+    gate = asyncio.Event()
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        started.append(payload.value)
+        await gate.wait()
+        return ResultList([Ok(payload.value)])
+
+    h = Harness(route, clock)
+    events = [h.put(i) for i in range(3)]
+    h.pool.grow(4)
+    # No trip through the loop: each new consumer took its event at once.
+    assert started == [0, 1, 2]
+    assert h.pool.busy == 3
+    assert h.pool.size == 4
+    gate.set()
+    assert [await e.wait() for e in events] == [[Ok(i)] for i in range(3)]
+    await h.pool.stop()
+
+
+@pytest.mark.parametrize(
+    "why", ["not eager", "task factory"] if sys.version_info >= (3, 12) else ["3.11"]
+)
+async def test_grow_without_eager_start_waits_for_the_loop(
+    clock: FakeClock, why: str
+) -> None:
+    started: list[object] = []
+
+    async def route(payload: Payload[Any]) -> ResultList:
+        started.append(payload.value)
+        return ResultList([Ok(payload.value)])
+
+    loop = asyncio.get_running_loop()
+    h = Harness(route, clock)
+    event = h.put("x")
+    if why == "task factory":
+        # An application's own factory is respected: tasks go through it.
+        made: list[asyncio.Task[Any]] = []
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+            task = asyncio.Task(coro, loop=loop, **kw)
+            made.append(task)
+            return task
+
+        loop.set_task_factory(factory)
+        try:
+            h.pool.grow(1)
+        finally:
+            loop.set_task_factory(None)
+        assert len(made) == 1
+    else:
+        h.pool.grow(1, eager=why == "3.11")
+    assert started == []
+    assert await event.wait() == [Ok("x")]
+    assert started == ["x"]
+    await h.pool.stop()

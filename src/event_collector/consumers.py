@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .data import Delivery, Error, Ok, Payload, ResultList, as_result
@@ -32,6 +34,9 @@ Route = Callable[[Payload[Any]], Awaitable[ResultList]]
 #: How long ``stop`` waits for cancelled consumers before it logs that a
 #: handler is ignoring cancellation and cancels again (seconds).
 STOP_NAG_INTERVAL = 5.0
+
+#: The name of every consumer task.
+CONSUMER_NAME = "event-collector-consumer"
 
 
 def _coerce(results: object) -> ResultList:
@@ -78,7 +83,6 @@ class ConsumerPool:
         self._idle: dict[asyncio.Task[None], None] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._idle_waiters: list[asyncio.Future[None]] = []
-        self._names = itertools.count(1)
         self._stopping = False
         self.busy = 0
         """Consumers running a handler right now."""
@@ -92,21 +96,39 @@ class ConsumerPool:
         """Consumers in the pool (retiring ones excluded)."""
         return len(self._active)
 
-    def grow(self, count: int) -> None:
-        """Start ``count`` more consumers."""
+    def grow(self, count: int, *, eager: bool = True) -> None:
+        """Start ``count`` more consumers.
+
+        With ``eager`` (the monitor's growth), on Python 3.12 and later, each
+        consumer takes its first step, and so its first event, right here,
+        as an eager task, unless the loop has a task factory of its own: a
+        burst gets its consumers without waiting for another trip through
+        the loop's ready queue. The queue's first consumers are started
+        without it, after whatever the starting code does next.
+        """
         if self._stopping:
             return
         ctx = contextvars.copy_context()
         ctx.run(current_owner.set, self._owner)
         loop = asyncio.get_running_loop()
-        for _ in range(count):
-            task = loop.create_task(
-                self._consume(),
-                name=f"event-collector-consumer-{next(self._names)}",
+        make: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+        if sys.version_info >= (3, 12) and eager and loop.get_task_factory() is None:
+            make = functools.partial(
+                asyncio.Task,
+                loop=loop,
+                name=CONSUMER_NAME,
                 context=ctx,
+                eager_start=True,
             )
-            self._active.add(task)
-            task.add_done_callback(self._consumer_done)
+        else:
+            make = functools.partial(loop.create_task, name=CONSUMER_NAME, context=ctx)
+        active = self._active
+        done = self._consumer_done
+        consume = self._consume
+        for _ in range(count):
+            task = make(consume())
+            active.add(task)
+            task.add_done_callback(done)
 
     def shrink(self, count: int) -> int:
         """Retire up to ``count`` idle consumers; return how many."""

@@ -558,7 +558,9 @@ class CollectorQueue:
         )
         self._hurry = asyncio.Event()
         self._queue.open()
-        self._pool.grow(self.min_consumers if self.autoscale else self.max_consumers)
+        self._pool.grow(
+            self.min_consumers if self.autoscale else self.max_consumers, eager=False
+        )
         self._background.append(
             loop.create_task(self._monitor(), name="event-collector-monitor")
         )
@@ -748,6 +750,9 @@ class CollectorQueue:
             departures.sample(now)
             if self.autoscale:
                 self._resize(now, qsize, busy, consumers, load)
+                # New consumers may have taken their first events already
+                # (eager tasks): look again before deciding to sleep.
+                qsize, busy = queue.qsize(), pool.busy
             if qsize == 0 and busy == 0:
                 # Idle: sleep until the next put. Above the floor there is
                 # still a pool to shrink as the rates decay, which needs no
