@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LOOP_NAMES", "LoopFactory", "available_loops", "loop_factory", "run"]
+__all__ = [
+    "LOOP_NAMES",
+    "LoopFactory",
+    "available_loops",
+    "loop_factory",
+    "run",
+    "run_counting_gc",
+]
 
 T = TypeVar("T")
 
@@ -58,3 +66,28 @@ def run(factory: LoopFactory, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     gc.collect()
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
+
+
+def run_counting_gc(
+    factory: LoopFactory, main: Callable[[], Coroutine[Any, Any, T]]
+) -> tuple[T, float]:
+    """:func:`run`, and the seconds the garbage collector ran meanwhile
+    (summed from ``gc.callbacks``, so the collector's own pauses only)."""
+    total = 0.0
+    began = 0.0
+
+    def timer(phase: str, info: dict[str, Any]) -> None:
+        nonlocal total, began
+        if phase == "start":
+            began = time.perf_counter()
+        else:
+            total += time.perf_counter() - began
+
+    gc.collect()
+    gc.callbacks.append(timer)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            result = runner.run(main())
+    finally:
+        gc.callbacks.remove(timer)
+    return result, total

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from event_collector import Ok
 
 from . import baselines, library
-from ._loops import LoopFactory, run
+from ._loops import LoopFactory, run, run_counting_gc
 
 __all__ = ["FULL", "QUICK", "TARGETS", "Sizes", "Target", "Verdict", "percentile"]
 
@@ -120,9 +120,19 @@ def _io(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
         await asyncio.sleep(latency)
         return 1
 
-    bare = run(factory, lambda: baselines.bare_throughput(n, sleeper, workers))
-    lib = run(factory, lambda: library.library_sleepers(n, latency, workers))
-    return {"bare_events_per_s": n / bare, "library_events_per_s": n / lib}
+    bare, bare_gc = run_counting_gc(
+        factory, lambda: baselines.bare_throughput(n, sleeper, workers)
+    )
+    lib, lib_gc = run_counting_gc(
+        factory, lambda: library.library_sleepers(n, latency, workers)
+    )
+    return {
+        "bare_events_per_s": n / bare,
+        "library_events_per_s": n / lib,
+        # Where the gap goes: the collector's pauses, as a share of each run.
+        "bare_gc_pct": 100 * bare_gc / bare,
+        "library_gc_pct": 100 * lib_gc / lib,
+    }
 
 
 # -- 3. idle CPU ------------------------------------------------------------------
