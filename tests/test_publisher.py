@@ -55,6 +55,39 @@ async def test_send_keeps_a_payload_as_it_is(queue: CollectorQueue) -> None:
     assert await event.wait() == [Ok("x")]
 
 
+async def test_a_plain_values_payload_is_made_once_when_read() -> None:
+    seen: list[Payload[Any]] = []
+
+    async def keep(payload: Payload[Any], ctx: Context) -> Any:
+        seen.append(payload)
+        return payload.value
+
+    async with CollectorQueue([Collector("keep", keep)], logging=False) as q:
+        pub = q.get_publisher()
+        # Not read before it is handled: the handler gets a Payload of the
+        # value, and a reader later gets one, the same on every read.
+        first = await pub.send(1)
+        assert await first.wait() == [Ok(1)]
+        assert seen[0].value == 1
+        assert seen[0].delivery is Delivery.BROADCAST
+        assert first.payload is first.payload
+        assert first.payload.value == 1
+        # Read (and changed) before it is handled: the handler gets that one.
+        second = pub.send_nowait(2)
+        second.payload.set_priority(7)
+        assert await second.wait() == [Ok(2)]
+        assert seen[1] is second.payload
+        assert seen[1].priority == 7
+
+
+def test_a_queued_plain_event_holds_no_payload_object() -> None:
+    event: CollectorEvent[int] = CollectorEvent(5, 100, 0.0)
+    assert event._payload is None  # one object per queued event, not two
+    assert repr(event) == (
+        f"<CollectorEvent id={event.id} pending payload=<Payload BROADCAST value=5>>"
+    )
+
+
 class TaggedPayload(Payload[Any]):
     __slots__ = ()
 
@@ -223,7 +256,9 @@ async def test_event_wait_timeout_leaves_the_event_pending() -> None:
 
 
 async def test_event_ids_are_unique() -> None:
-    events = [CollectorEvent(Payload(i), 100, 0.0) for i in range(3)]
+    events: list[CollectorEvent[int]] = [
+        CollectorEvent(Payload(i), 100, 0.0) for i in range(3)
+    ]
     assert len({e.id for e in events}) == 3
 
 

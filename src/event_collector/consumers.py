@@ -199,7 +199,11 @@ class ConsumerPool:
                     idle.pop(task, None)
             self.busy += 1
             start = event.started_at = clock()
-            payload = event.payload
+            # The event's own fields, read directly on this hot path: a
+            # plain value's Payload is made here, for the handler only.
+            payload = event._payload
+            if payload is None:
+                payload = Payload(event._value)
             try:
                 if direct is not None and payload.delivery is broadcast:
                     # The router's lone plain collector, called here: one

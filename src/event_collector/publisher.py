@@ -49,21 +49,29 @@ class CollectorEvent(Generic[T]):
 
     __slots__ = (
         "__weakref__",
+        "_payload",
         "_result",
+        "_value",
         "_waiters",
         "finished_at",
         "id",
-        "payload",
         "priority",
         "sent_at",
         "started_at",
     )
 
-    def __init__(self, payload: Payload[T], priority: int, sent_at: float) -> None:
+    def __init__(self, payload: Payload[T] | T, priority: int, sent_at: float) -> None:
         self.id: int = next(_ids)
         """A number unique to this event within the process."""
-        self.payload: Payload[T] = payload
-        """What was sent."""
+        # A plain value is kept as it is: its broadcast Payload is made when
+        # a handler or a reader needs it, so that a queued event is one
+        # object, not two, for the memory and for the garbage collector.
+        self._payload: Payload[T] | None
+        self._value: T | None
+        if isinstance(payload, Payload):
+            self._payload, self._value = payload, None
+        else:
+            self._payload, self._value = None, payload
         self.priority: int = priority
         """Priority on a priority queue (lower first)."""
         self.sent_at: float = sent_at
@@ -74,6 +82,20 @@ class CollectorEvent(Generic[T]):
         """Loop time at which it was answered."""
         self._result: ResultList | None = None
         self._waiters: list[asyncio.Future[None]] | None = None
+
+    @property
+    def payload(self) -> Payload[T]:
+        """What was sent, as a :class:`~event_collector.Payload`.
+
+        A plain value sent is wrapped in a broadcast ``Payload`` the first
+        time this is read, and the same one is returned afterwards. The
+        handler gets that one if it was read before the event was handled,
+        and otherwise a ``Payload`` of its own with the same value.
+        """
+        payload = self._payload
+        if payload is None:
+            payload = self._payload = Payload(self._value)  # type: ignore[arg-type]
+        return payload
 
     # -- answering (used by the queue) --------------------------------------
 
@@ -190,14 +212,14 @@ class EventPublisher:
         self._join = join
 
     def _make_event(self, value: Any, priority: int | None) -> CollectorEvent[Any]:
-        payload = value if isinstance(value, Payload) else Payload(value)
         if priority is None:
-            priority = payload.priority
+            if isinstance(value, Payload):
+                priority = value.priority
             if priority is None:
                 priority = self._default_priority
         elif isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int (got priority={priority!r})")
-        return CollectorEvent(payload, priority, self._clock())
+        return CollectorEvent(value, priority, self._clock())
 
     async def send(
         self, value: Any, *, priority: int | None = None
@@ -215,9 +237,7 @@ class EventPublisher:
         # The common case (a plain value, no priority) is inlined: send is
         # the hot path of every publisher.
         if priority is None and not isinstance(value, Payload):
-            event = CollectorEvent(
-                Payload(value), self._default_priority, self._clock()
-            )
+            event = CollectorEvent(value, self._default_priority, self._clock())
         else:
             event = self._make_event(value, priority)
         if self._bounded:
