@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .data import Delivery, Error, Ok, Payload, ResultList, as_result
+from .data import RESULT_TYPES, Delivery, Error, Ok, Payload, ResultList, as_result
 from .exceptions import EventCancelled
 from .log import Logger, report_exception
 
@@ -210,7 +210,10 @@ class ConsumerPool:
                     # coroutine less per event (see Router.direct).
                     value = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
                     results = ResultList()
-                    results.append(value if type(value) is Ok else as_result(value))
+                    # as_result, inlined: one call less per event.
+                    results.append(
+                        value if isinstance(value, RESULT_TYPES) else Ok(value)
+                    )
                     del value
                 else:
                     results = await route(payload)
