@@ -677,6 +677,27 @@ async def test_pool_grows_towards_demand_plus_margin() -> None:
         await pub.wait()
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks arrived in 3.12")
+async def test_monitor_sleeps_at_once_when_its_new_consumers_empty_the_queue() -> None:
+    queue = CollectorQueue([Collector("e", echo)], logging=False)
+    async with queue:
+        await asyncio.sleep(0)  # the first consumer and the monitor wait
+        # With no consumer left, only the monitor sees the next events.
+        (consumer,) = [
+            t for t in asyncio.all_tasks() if t.get_name() == "event-collector-consumer"
+        ]
+        consumer.cancel()
+        await wait_for(lambda: queue.consumer_count() == 0)
+        pub = queue.get_publisher()
+        events = [await pub.send(i) for i in range(2)]
+        assert [await e.wait() for e in events] == [[Ok(0)], [Ok(1)]]
+        # Its eager consumers answered both inside its tick; having looked
+        # at the queue again, it went straight back to waiting for a put
+        # instead of polling again in monitor_interval.
+        assert queue._queue.put_waiter is not None
+        assert queue.consumer_count() == 3  # demand 2 plus its margin
+
+
 async def test_pool_never_grows_above_max_consumers() -> None:
     gate = Gate()
     clock = FakeClock()
