@@ -1,9 +1,10 @@
 """The internal event queue: FIFO, LIFO or by priority, optionally bounded,
 closable.
 
-It is the narrow interface the rest of the library uses (``put``,
-``put_nowait``, ``get``, ``qsize``, ``close``, ``drain``), so that another
-backend can take its place. Closing makes every put raise
+Besides ``put``, ``put_nowait``, ``get``, ``qsize``, ``open``, ``close``
+and ``drain``, the consumers read the storage itself (``items``, true while
+an event is queued) and take with :meth:`EventQueue.taker`, and the queue's
+monitor reads ``put_count`` and sleeps on ``put_waiter``. Closing makes every put raise
 :class:`~event_collector.exceptions.QueueClosed`, including the ones blocked
 on a full queue, which is what lets a shutdown finish while handlers are
 blocked publishing back into their own queue.

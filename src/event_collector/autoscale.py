@@ -133,7 +133,8 @@ def next_pool_size(
     Grows with :func:`scale_up_target` when the load ratio is at least 1, and
     otherwise may shrink with :func:`scale_down_target`.  An empty pool facing
     any demand counts as overloaded, so a pool scaled down to zero consumers
-    still restarts when events arrive.
+    still restarts when events arrive, and a pool below ``min_consumers`` is
+    brought back up to it.
 
     :param qsize: events waiting in the queue.
     :param busy: events currently being handled.
@@ -148,20 +149,23 @@ def next_pool_size(
     """
     demand = qsize + busy
     if (consumers <= 0 and demand > 0) or load_ratio(qsize, busy, consumers) >= 1.0:
-        return scale_up_target(
+        size = scale_up_target(
             qsize=qsize,
             busy=busy,
             consumers=consumers,
             max_consumers=max_consumers,
             wip_margin=wip_margin,
         )
-    return scale_down_target(
-        qsize=qsize,
-        busy=busy,
-        consumers=consumers,
-        min_consumers=min_consumers,
-        avg_load=avg_load,
-        wip=wip,
-        wip_margin=wip_margin,
-        threshold=threshold,
-    )
+    else:
+        size = scale_down_target(
+            qsize=qsize,
+            busy=busy,
+            consumers=consumers,
+            min_consumers=min_consumers,
+            avg_load=avg_load,
+            wip=wip,
+            wip_margin=wip_margin,
+            threshold=threshold,
+        )
+    # A pool below its minimum (consumers that died, say) is refilled.
+    return max(size, min_consumers)

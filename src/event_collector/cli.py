@@ -27,7 +27,12 @@ from . import __version__
 from .collector import Collector
 from .data import Context, Error, Payload
 from .exceptions import EventCancelled
-from .queue import CollectorQueue, Metrics
+from .queue import (
+    MIN_METRICS_COLLECTOR_WINDOW_SIZE,
+    CollectorQueue,
+    Metrics,
+    metrics_json_fields,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -56,7 +61,7 @@ DEMO_METRICS_WARMUP_INTERVAL = 1.0
 """``metrics_warmup_interval`` of the demo queue (seconds): short, so that a
 20 s run shows rates almost from the start."""
 
-DEMO_METRICS_WINDOW = 5.0
+DEMO_METRICS_WINDOW = MIN_METRICS_COLLECTOR_WINDOW_SIZE
 """``metrics_collector_window_size`` of the demo queue (seconds), the
 smallest the queue allows: the rates follow a changing load closely."""
 
@@ -188,11 +193,7 @@ class Sample:
 
     def as_dict(self) -> dict[str, Any]:
         """The sample as a flat JSON-ready mapping."""
-        fields = dataclasses.asdict(self.metrics)
-        fields["timestamp"] = self.metrics.timestamp.isoformat()
-        for name, value in fields.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                fields[name] = None
+        fields = metrics_json_fields(self.metrics)
         return {
             "t": round(self.t, 6),
             "offered_rate": self.offered_rate,

@@ -10,8 +10,16 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .data import RESULT_TYPES, Delivery, Error, Ok, Payload, ResultList, as_result
-from .exceptions import EventCancelled
+from .data import (
+    RESULT_TYPES,
+    Delivery,
+    Error,
+    Ok,
+    Payload,
+    ResultList,
+    as_result,
+    cancelled,
+)
 from .log import Logger, report_exception
 
 if TYPE_CHECKING:
@@ -217,6 +225,8 @@ class ConsumerPool:
                     del value
                 else:
                     results = await route(payload)
+                    if type(results) is not ResultList:
+                        results = _coerce(results)
             except asyncio.CancelledError as exc:
                 if not task.cancelling():
                     # The handler raised it on its own: an outcome, not
@@ -234,8 +244,6 @@ class ConsumerPool:
             add_service_time(end - start)
             add_wait_time(end - event.sent_at)
             self.finished += 1
-            if type(results) is not ResultList:
-                results = _coerce(results)
             event.set_result(results)
             if observers:
                 self._observe(event)
@@ -251,15 +259,7 @@ class ConsumerPool:
         event.finished_at = self._clock()
         self.finished += 1
         event.set_result(
-            ResultList(
-                (
-                    Error(
-                        EventCancelled(
-                            "the queue shut down while the event's handler was running"
-                        )
-                    ),
-                )
-            )
+            cancelled("the queue shut down while the event's handler was running")
         )
 
     def _observe(self, event: CollectorEvent[Any]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._compat import TypeAliasType
+from .exceptions import EventCancelled
 
 __all__ = [
     "Context",
@@ -157,6 +158,12 @@ class ResultList(list[Ok[Any] | Error]):
 RESULT_TYPES: tuple[type[Ok[Any]], type[Error]] = (Ok, Error)
 """The result classes, as a tuple: ``isinstance`` checks a tuple faster
 than a union, and the consumers check every handler's answer."""
+
+
+def cancelled(reason: str) -> ResultList:
+    """The answer of an event the queue's shutdown kept from being handled:
+    one ``Error(EventCancelled(reason))``."""
+    return ResultList((Error(EventCancelled(reason)),))
 
 
 def as_result(value: object) -> Ok[Any] | Error:

@@ -38,11 +38,11 @@ class ServiceWindow:
     """Mean of the last ``size`` samples (typically service times in seconds).
 
     Adding a sample is a bare ``deque.append`` on a deque bounded to ``size``
-    (the oldest sample falls out by itself): the consumers call it twice per
-    event, so it is the C method itself, with no Python frame around it. The
-    mean is computed when asked for, exactly (:func:`math.fsum`), in O(size):
-    it is read by the monitor and the reporter, far less often than samples
-    arrive, and no running sum can drift.
+    (the oldest sample falls out by itself): the consumers call it once per
+    event for each window, so it is the C method itself, with no Python
+    frame around it. The mean is computed when asked for, exactly
+    (:func:`math.fsum`), in O(size), by the monitor and the reporter; no
+    running sum can drift.
 
     :param size: number of most recent samples averaged; must be at least 1.
     :raises ValueError: if ``size`` is smaller than 1.
@@ -84,8 +84,10 @@ class ServiceWindow:
 class RateMeter:
     """Events per second over a sliding time window, fed by a plain counter.
 
-    The hot path only does ``meter.count += 1``.  A periodic caller (the queue's
-    monitor) invokes :meth:`sample`, which stores a ``(time, count)`` checkpoint
+    The counter is ``meter.count``: incremented by its user, or set from a
+    counter kept elsewhere (the queue copies its arrival and departure counts
+    into it before sampling). A periodic caller (the queue's monitor) invokes
+    :meth:`sample`, which stores a ``(time, count)`` checkpoint
     at most once per ``resolution`` seconds; :meth:`rate` then divides the count
     increase since the window start by the time covered.
 
@@ -116,7 +118,7 @@ class RateMeter:
     )
 
     count: int
-    """Total number of events counted so far; the hot path increments it."""
+    """Total number of events counted so far."""
 
     def __init__(
         self, window: float, *, clock: Clock, resolution: float | None = None

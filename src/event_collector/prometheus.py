@@ -313,14 +313,19 @@ class _RegistryExporter(_PrometheusCollector):
                 raise
 
     def remove(self, collector: QueueCollector) -> None:
-        with self._lock:
-            if self._queues.get(collector.name) is not collector:
-                return
-            del self._queues[collector.name]
-            last = not self._queues
-        if last:
-            self._registry.unregister(self)
-            _exporters.pop(self._registry, None)
+        # Under the lock instrument() takes, in the same order (exporters,
+        # then this one's): a queue instrumented meanwhile either finds this
+        # exporter still registered or makes a new one, never a half-removed
+        # one.
+        with _exporters_lock:
+            with self._lock:
+                if self._queues.get(collector.name) is not collector:
+                    return
+                del self._queues[collector.name]
+                last = not self._queues
+            if last:
+                self._registry.unregister(self)
+                _exporters.pop(self._registry, None)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:

@@ -171,7 +171,11 @@ class CollectorEvent(Generic[T]):
 
     def __repr__(self) -> str:
         state = "done" if self._result is not None else "pending"
-        return f"<CollectorEvent id={self.id} {state} payload={self.payload!r}>"
+        # Not self.payload: a repr (a log line) must not make and keep one.
+        payload = self._payload
+        if payload is None:
+            payload = Payload(self._value)  # type: ignore[arg-type]
+        return f"<CollectorEvent id={self.id} {state} payload={payload!r}>"
 
 
 class EventPublisher:

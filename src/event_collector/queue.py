@@ -25,11 +25,11 @@ from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
 from ._eventqueue import EventQueue, LifoEventQueue, PriorityEventQueue
-from .autoscale import next_pool_size
+from .autoscale import load_ratio, next_pool_size
 from .collector import Collector
 from .consumers import ConsumerPool, current_owner
-from .data import Error, ResultList
-from .exceptions import ConfigError, EventCancelled
+from .data import cancelled
+from .exceptions import ConfigError
 from .log import Logger, get_logger, report_exception
 from .metrics import LoadAverage, RateMeter, ServiceWindow
 from .publisher import DEFAULT_PRIORITY, EventPublisher, QueueType
@@ -409,8 +409,7 @@ class CollectorQueue:
         qsize = self._queue.qsize()
         busy = self._pool.busy
         consumers = self._pool.size
-        ratio = (qsize + busy) / consumers if consumers else 0.0
-        return Load(qsize, busy, consumers, ratio)
+        return Load(qsize, busy, consumers, load_ratio(qsize, busy, consumers))
 
     @property
     def state(self) -> str:
@@ -541,9 +540,7 @@ class CollectorQueue:
                 ready.append(collector)
         except BaseException:
             await self._teardown(ready)
-            self._state = _CLOSED
-            self._queue.close("the collector queue failed to start")
-            self._init_done.set()
+            self._close_unstarted("the collector queue failed to start")
             raise
 
         loop = self._loop = asyncio.get_running_loop()
@@ -602,11 +599,12 @@ class CollectorQueue:
         """Stop accepting events, drain, answer everything, tear down.
 
         ``send`` raises :class:`~event_collector.QueueClosed` from the moment
-        this is called. Consumers get ``consumer_shutdown_timeout`` seconds to
-        handle what is queued; then the handlers still running are cancelled
-        and every event not handled is answered with
-        ``Error(EventCancelled)``. Collectors are torn down in reverse order
-        and :class:`ShutDownQueue` is dispatched.
+        the shutdown starts, on the loop's next turn after the first call
+        (the shutdown runs as a task of its own). Consumers get
+        ``consumer_shutdown_timeout`` seconds to handle what is queued; then
+        the handlers still running are cancelled and every event not handled
+        is answered with ``Error(EventCancelled)``. Collectors are torn down
+        in reverse order and :class:`ShutDownQueue` is dispatched.
 
         Safe to call several times and concurrently: every caller waits for
         the same shutdown. Called from inside a handler, it starts the
@@ -630,9 +628,11 @@ class CollectorQueue:
                 self._hurry.set()
             raise
 
-    def _close_unstarted(self) -> None:
+    def _close_unstarted(
+        self, reason: str = "the collector queue was shut down before it started"
+    ) -> None:
         self._state = _CLOSED
-        self._queue.close("the collector queue was shut down before it started")
+        self._queue.close(reason)
         self._init_done.set()
 
     async def _shut_down(self) -> None:
@@ -655,15 +655,7 @@ class CollectorQueue:
         leftovers = self._queue.drain()
         for event in leftovers:
             event.set_result(
-                ResultList(
-                    (
-                        Error(
-                            EventCancelled(
-                                "the queue shut down before the event was handled"
-                            )
-                        ),
-                    )
-                )
+                cancelled("the queue shut down before the event was handled")
             )
         await self._teardown(self.collectors)
         self._state = _CLOSED
@@ -742,7 +734,7 @@ class CollectorQueue:
         while True:
             now = clock()
             qsize, busy, consumers = queue.qsize(), pool.busy, pool.size
-            load = (qsize + busy) / consumers if consumers else 0.0
+            load = load_ratio(qsize, busy, consumers)
             load_average.add(load, now)
             arrivals.count = queue.put_count
             arrivals.sample(now)
@@ -786,8 +778,6 @@ class CollectorQueue:
             wip=self._wip(now) if load < 1.0 else 0.0,
             wip_margin=self.wip_margin,
         )
-        # Below the floor (an empty pool reads as load 0): refill it.
-        target = max(target, self.min_consumers)
         if target > consumers:
             self._pool.grow(target - consumers)
             self._log.debug("consumers added", consumers=target, load=load)
@@ -814,10 +804,20 @@ class CollectorQueue:
         )
 
 
-def _metrics_fields(metrics: Metrics) -> dict[str, Any]:
+def metrics_json_fields(metrics: Metrics) -> dict[str, Any]:
+    """``metrics`` as a JSON-ready mapping: the timestamp in ISO 8601, and
+    ``None`` for a figure that is not finite."""
     fields = dataclasses.asdict(metrics)
-    fields["metrics_timestamp"] = fields.pop("timestamp").isoformat()
+    fields["timestamp"] = metrics.timestamp.isoformat()
     for name, value in fields.items():
         if isinstance(value, float) and not math.isfinite(value):
             fields[name] = None
+    return fields
+
+
+def _metrics_fields(metrics: Metrics) -> dict[str, Any]:
+    """The fields of a metrics log line (the timestamp renamed, last, so
+    that it does not clash with the log record's own)."""
+    fields = metrics_json_fields(metrics)
+    fields["metrics_timestamp"] = fields.pop("timestamp")
     return fields
