@@ -63,9 +63,7 @@ def run(factory: LoopFactory, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` in a new loop made by ``factory``, after a full
     garbage collection so that one measurement does not pay for the
     previous one's garbage."""
-    gc.collect()
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())
+    return run_counting_gc(factory, main)[0]
 
 
 def run_counting_gc(

@@ -59,7 +59,9 @@ class BarePool:
 async def bare_throughput(count: int, handler: Handler, workers: int = 1) -> float:
     """Send ``count`` values, await every answer; return the seconds taken."""
     pool = BarePool(handler, workers)
-    await asyncio.sleep(0)  # let the workers start, as a started queue's have
+    # The workers wait in get() before the clock starts (a just-started
+    # queue's first consumers take their first step after it: microseconds).
+    await asyncio.sleep(0)
     send = pool.send
     start = time.perf_counter()
     futures = [await send(i) for i in range(count)]
@@ -70,15 +72,33 @@ async def bare_throughput(count: int, handler: Handler, workers: int = 1) -> flo
     return elapsed
 
 
-async def bare_burst(count: int, latency: float, workers: int) -> float:
+async def bare_burst(
+    count: int, latency: float, workers: int, consumers_goal: int
+) -> float:
     """Seconds from the first send to the last answer of a burst of ``count``
-    values on ``latency``-second sleep handlers and ``workers`` workers."""
+    values on ``latency``-second sleep handlers and ``workers`` workers.
+
+    Like :func:`benchmarks.library.library_burst`, it runs a task that polls
+    on every loop iteration until ``consumers_goal`` handlers have started,
+    so that both sides pay for a poller in the same window.
+    """
+    started = 0
 
     async def handler(value: Any) -> int:
+        nonlocal started
+        started += 1
         await asyncio.sleep(latency)
         return 1
 
-    return await bare_throughput(count, handler, workers)
+    async def watch() -> None:
+        while started < consumers_goal:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    elapsed = await bare_throughput(count, handler, workers)
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    return elapsed
 
 
 async def empty_idle(seconds: float) -> tuple[float, float]:

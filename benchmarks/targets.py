@@ -199,12 +199,11 @@ def _judge_memory(medians: dict[str, float]) -> Verdict:
 
 def _burst(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
     n, latency = sizes.burst_events, sizes.burst_latency
-    bare = run(factory, lambda: baselines.bare_burst(n, latency, n))
+    goal = sizes.burst_consumers_goal
+    bare = run(factory, lambda: baselines.bare_burst(n, latency, n, goal))
     elapsed, polled, handled, interval = run(
         factory,
-        lambda: library.library_burst(
-            n, latency, sizes.burst_max_consumers, sizes.burst_consumers_goal
-        ),
+        lambda: library.library_burst(n, latency, sizes.burst_max_consumers, goal),
     )
     return {
         "bare_completion_x": bare / latency,
