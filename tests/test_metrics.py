@@ -8,20 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import FakeClock
 from event_collector.metrics import LoadAverage, RateMeter, ServiceWindow
-
-
-class FakeClock:
-    """A manual monotonic clock: tests move ``now`` forward themselves."""
-
-    __slots__ = ("now",)
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 # --------------------------------------------------------------------------
 # ServiceWindow

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import FakeClock
 from event_collector import Collector, CollectorQueue, Context, Payload
 from event_collector.prometheus import QueueCollector, instrument
 
@@ -29,16 +30,6 @@ def scrape(registry: CollectorRegistry) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[("event_collector_" + name, frozenset(labels.items()))]
-
-
-class FakeClock:
-    """A clock that only moves when a handler says so."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_queue(clock: FakeClock, step: float = 0.25) -> CollectorQueue:
@@ -65,7 +56,7 @@ def make_queue(clock: FakeClock, step: float = 0.25) -> CollectorQueue:
 
 
 async def test_counters_and_histograms_follow_the_events() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     registry = CollectorRegistry()
     queue = make_queue(clock)
     exporter = instrument(queue, registry=registry, name="orders")
@@ -155,7 +146,7 @@ async def test_gauges_show_queued_and_busy_events() -> None:
 
 async def test_two_queues_share_a_registry() -> None:
     registry = CollectorRegistry()
-    clock_a, clock_b = FakeClock(), FakeClock()
+    clock_a, clock_b = FakeClock(100.0), FakeClock(100.0)
     queue_a, queue_b = make_queue(clock_a), make_queue(clock_b)
     exporter_a = instrument(queue_a, registry=registry, name="a")
     exporter_b = instrument(queue_b, registry=registry, name="b")
@@ -189,7 +180,7 @@ async def test_two_queues_share_a_registry() -> None:
 
 
 async def test_unregister_stops_observing() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     queue = make_queue(clock)
     exporter = QueueCollector(queue, "solo")
     queue.add_event_observer(exporter.observe)
