@@ -119,7 +119,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small workloads (CI: about 30 s)"
+        "--quick",
+        action="store_true",
+        help="small workloads (about 12 s for both loops)",
     )
     parser.add_argument(
         "--loop",
