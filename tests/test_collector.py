@@ -101,6 +101,21 @@ def test_topics_must_be_a_list_of_strings(topics: Any) -> None:
         Collector("c", echo, topics=topics)
 
 
+def test_a_subclass_topics_attribute_must_not_be_a_single_string() -> None:
+    """``topics = "orders"`` on a subclass is refused like the argument is,
+    not taken as the topics "o", "r", "d", "e", "r", "s"."""
+
+    class Orders(Collector):
+        key = "orders"
+        topics = "orders"
+
+        async def process(self, payload: Payload[Any]) -> None:
+            return None
+
+    with pytest.raises(ConfigError, match="topics must be a list of str"):
+        Orders()
+
+
 async def test_lifecycle_is_entered_at_setup_and_exited_at_teardown() -> None:
     steps: list[str] = []
 

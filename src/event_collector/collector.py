@@ -91,11 +91,14 @@ class Collector:
                 f"Collector {key!r}: timeout must be a positive number of "
                 f"seconds or None (got timeout={timeout!r})"
             )
-        topic_list = tuple(type(self).topics if topics is None else topics)
-        if isinstance(topics, str) or not all(isinstance(t, str) for t in topic_list):
+        given = type(self).topics if topics is None else topics
+        # A lone str is refused rather than split into one topic per letter,
+        # whether it comes as the argument or as a subclass's attribute.
+        topic_list = () if isinstance(given, str) else tuple(given)
+        if isinstance(given, str) or not all(isinstance(t, str) for t in topic_list):
             raise ConfigError(
                 f"Collector {key!r}: topics must be a list of str "
-                f"(got topics={topics!r})"
+                f"(got topics={given!r})"
             )
 
         self.key = key

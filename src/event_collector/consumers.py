@@ -7,7 +7,7 @@ import contextvars
 import functools
 import itertools
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .data import (
@@ -116,25 +116,25 @@ class ConsumerPool:
         """
         if self._stopping:
             return
-        ctx = contextvars.copy_context()
-        ctx.run(current_owner.set, self._owner)
+        # Each consumer gets a context of its own (a copy is O(1)): a value a
+        # handler sets in a context variable must never show in a handler
+        # another consumer is running at the same time.
+        base = contextvars.copy_context()
+        base.run(current_owner.set, self._owner)
+        copy = base.copy
         loop = asyncio.get_running_loop()
-        make: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+        make: Callable[..., asyncio.Task[None]]
         if sys.version_info >= (3, 12) and eager and loop.get_task_factory() is None:
             make = functools.partial(
-                asyncio.Task,
-                loop=loop,
-                name=CONSUMER_NAME,
-                context=ctx,
-                eager_start=True,
+                asyncio.Task, loop=loop, name=CONSUMER_NAME, eager_start=True
             )
         else:
-            make = functools.partial(loop.create_task, name=CONSUMER_NAME, context=ctx)
+            make = functools.partial(loop.create_task, name=CONSUMER_NAME)
         active = self._active
         done = self._consumer_done
         consume = self._consume
         for _ in range(count):
-            task = make(consume())
+            task = make(consume(), context=copy())
             active.add(task)
             task.add_done_callback(done)
 
