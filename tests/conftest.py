@@ -1,5 +1,6 @@
-"""Shared test helpers: a fake monotonic clock, a condition poller and a
-guard on what reaches the event loop's exception handler."""
+"""Shared test helpers: a fake monotonic clock, a condition poller, a gated
+handler, a test for shutdown answers and a guard on what reaches the event
+loop's exception handler."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import structlog
+
+from event_collector import Context, Error, EventCancelled, Ok, Payload, ResultList
 
 
 class FakeClock:
@@ -45,6 +48,66 @@ async def wait_reads(clock: FakeClock, count: int = 3) -> None:
     read ``clock`` ``count`` more times."""
     target = clock.reads + count
     await wait_for(lambda: clock.reads >= target)
+
+
+class Gate:
+    """A handler that holds every event until the test opens the gate, then
+    answers its payload's value.
+
+    ``order`` lists the values in the order the handler took them and
+    ``running`` counts the events it holds; :meth:`route` is the same handler
+    as a consumer pool's route.
+    """
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.running = 0
+        self.order: list[Any] = []
+        self._started: list[asyncio.Event] = []
+
+    async def __call__(self, payload: Payload[Any], ctx: Context) -> Any:
+        return await self._hold(payload)
+
+    async def route(self, payload: Payload[Any]) -> ResultList:
+        return ResultList([Ok(await self._hold(payload))])
+
+    async def _hold(self, payload: Payload[Any]) -> Any:
+        self.order.append(payload.value)
+        self.running += 1
+        for started in self._started:
+            started.set()
+        try:
+            await self.opened.wait()
+        finally:
+            self.running -= 1
+        return payload.value
+
+    def open(self) -> None:
+        self.opened.set()
+
+    async def until_running(self, count: int, *, guard: float = 10.0) -> None:
+        """Wait until the gate holds ``count`` events at once; ``guard`` as in
+        :func:`wait_for`."""
+        try:
+            async with asyncio.timeout(guard):
+                while self.running < count:
+                    started = asyncio.Event()
+                    self._started.append(started)
+                    try:
+                        await started.wait()
+                    finally:
+                        self._started.remove(started)
+        except TimeoutError:
+            pytest.fail(f"{self.running} of {count} handlers running after {guard} s")
+
+
+def is_cancelled(results: ResultList) -> bool:
+    """Whether ``results`` is the shutdown's answer: one ``EventCancelled``."""
+    return (
+        len(results) == 1
+        and isinstance(results[0], Error)
+        and isinstance(results[0].err, EventCancelled)
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The benchmark runner works and returns sane figures (no timing asserted)."""
+"""The benchmark runner works and returns sane figures (no timing asserted),
+and each target's judge draws the line where its goal says."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from benchmarks import QUICK, TARGETS, Outcome, main, run_target
 from benchmarks.runner import format_by_loop, format_table
-from benchmarks.targets import percentile
+from benchmarks.targets import Verdict, percentile
 
 # Smaller still than --quick: this only checks that every workload runs.
 TINY = dataclasses.replace(
@@ -29,6 +30,30 @@ TINY = dataclasses.replace(
     latency_events=40,
 )
 
+RATE_KEYS = {
+    "bare_events_per_s",
+    "library_events_per_s",
+    "ratio",
+    "cpu_ratio",
+    "bare_gc_pct",
+    "library_gc_pct",
+}
+MEDIAN_KEYS = {
+    "throughput": RATE_KEYS,
+    "io": RATE_KEYS,
+    "idle": {"empty_loop_cpu_pct", "library_cpu_pct", "after_burst_cpu_pct"},
+    "memory": {"bare_bytes_per_event", "library_bytes_per_event"},
+    "scaleup": {
+        "bare_completion_x",
+        "library_completion_x",
+        "library_time_to_goal_ms",
+        "goal_seen_by_poller_ms",
+        "goal_handlers_started_ms",
+        "monitor_interval_ms",
+    },
+    "latency": {"bare_p50_ms", "bare_p99_ms", "library_p50_ms", "library_p99_ms"},
+}
+
 
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_each_target_measures_both_sides(name: str) -> None:
@@ -40,11 +65,25 @@ def test_each_target_measures_both_sides(name: str) -> None:
     assert outcome.medians == outcome.rounds[0]
     assert outcome.baseline == outcome.medians[target.baseline_key]
     assert outcome.library == outcome.medians[target.library_key]
-    for key, value in outcome.medians.items():
+    medians = outcome.medians
+    assert set(medians) == MEDIAN_KEYS[name]
+    for key, value in medians.items():
         assert math.isfinite(value), key
-        assert value >= 0, key
-    assert isinstance(outcome.met, bool)
-    assert outcome.verdict
+    # The outcome carries its judge's verdict on these medians.
+    verdict = Verdict(outcome.figure, outcome.verdict, outcome.met)
+    assert verdict == target.judge(medians)
+    # Figures derived from others within the round.
+    if name in ("throughput", "io"):
+        assert medians["ratio"] == pytest.approx(
+            medians["library_events_per_s"] / medians["bare_events_per_s"]
+        )
+    if name == "scaleup":
+        assert medians["library_time_to_goal_ms"] == min(
+            medians["goal_seen_by_poller_ms"], medians["goal_handlers_started_ms"]
+        )
+    if name == "latency":
+        assert medians["bare_p50_ms"] <= medians["bare_p99_ms"]
+        assert medians["library_p50_ms"] <= medians["library_p99_ms"]
 
 
 def test_medians_over_rounds() -> None:
@@ -137,3 +176,121 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 0.99) == 99.0
     assert percentile(values, 0.5) == 50.0
     assert percentile([3.0], 0.99) == 3.0
+
+
+# -- the judges: at, just inside and just outside each goal --------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "ratio", "text", "met"),
+    [
+        ("throughput", 0.5, "0.50x (CPU time: 0.75x)", True),
+        ("throughput", 0.51, "0.51x (CPU time: 0.75x)", True),
+        ("throughput", 0.49, "0.49x (CPU time: 0.75x)", False),
+        ("io", 0.8, "0.80x (CPU time: 0.75x)", True),
+        ("io", 0.81, "0.81x (CPU time: 0.75x)", True),
+        ("io", 0.79, "0.79x (CPU time: 0.75x)", False),
+    ],
+)
+def test_rate_judges_want_at_least_their_ratio(
+    name: str, ratio: float, text: str, met: bool
+) -> None:
+    """Throughput: >= 0.5x bare; I/O: >= 0.8x the bare workers."""
+    verdict = TARGETS[name].judge({"ratio": ratio, "cpu_ratio": 0.75})
+    assert verdict == Verdict(ratio, text, met)
+
+
+@pytest.mark.parametrize(
+    ("pct", "text", "met"),
+    [
+        (0.3, "0.300% of a core", True),
+        (0.29, "0.290% of a core", True),
+        (0.31, "0.310% of a core", False),
+    ],
+)
+def test_idle_judge_allows_three_tenths_of_a_percent(
+    pct: float, text: str, met: bool
+) -> None:
+    """Only the library's idle CPU is judged, not the empty loop's."""
+    medians = {"empty_loop_cpu_pct": 5.0, "library_cpu_pct": pct}
+    assert TARGETS["idle"].judge(medians) == Verdict(pct, text, met)
+
+
+@pytest.mark.parametrize(
+    ("size", "text", "met"),
+    [
+        (250.0, "250 B/event", True),
+        (249.0, "249 B/event", True),
+        (251.0, "251 B/event", False),
+    ],
+)
+def test_memory_judge_allows_250_bytes_per_event(
+    size: float, text: str, met: bool
+) -> None:
+    """Only the library's bytes are judged, not the bare baseline's."""
+    medians = {"bare_bytes_per_event": 1000.0, "library_bytes_per_event": size}
+    assert TARGETS["memory"].judge(medians) == Verdict(size, text, met)
+
+
+@pytest.mark.parametrize(
+    ("completion", "reach", "met"),
+    [
+        (1.15, 5.0, True),
+        (1.149, 5.0, True),
+        (1.151, 5.0, False),
+        (1.0, 10.0, True),  # the goal reached at the monitor interval
+        (1.0, 9.9, True),
+        (1.0, 10.1, False),
+        (1.151, 10.1, False),
+    ],
+)
+def test_scaleup_judge_wants_both_completion_and_reach(
+    completion: float, reach: float, met: bool
+) -> None:
+    """At most 1.15x the handler latency, and the consumer goal reached
+    within one monitor interval (10 ms here)."""
+    medians = {
+        "library_completion_x": completion,
+        "library_time_to_goal_ms": reach,
+        "monitor_interval_ms": 10.0,
+    }
+    verdict = TARGETS["scaleup"].judge(medians)
+    assert (verdict.figure, verdict.met) == (completion, met)
+
+
+def test_scaleup_verdict_text() -> None:
+    """The text gives the completion, when the goal was reached and the
+    monitor interval."""
+    medians = {
+        "library_completion_x": 1.1234,
+        "library_time_to_goal_ms": 7.31,
+        "monitor_interval_ms": 10.0,
+    }
+    assert TARGETS["scaleup"].judge(medians).text == (
+        "1.123x latency; 500 consumers after 7.3 ms (monitor interval 10 ms)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("library_p99", "extra", "text", "met"),
+    [
+        (3.0, 1.0, "p99 +1.000 ms vs bare", True),
+        (2.99, 0.99, "p99 +0.990 ms vs bare", True),
+        (3.01, 1.01, "p99 +1.010 ms vs bare", False),
+        (1.5, -0.5, "p99 -0.500 ms vs bare", True),
+    ],
+)
+def test_latency_judge_allows_one_millisecond_over_bare(
+    library_p99: float, extra: float, text: str, met: bool
+) -> None:
+    """The figure is the library's p99 minus the bare one (2 ms here); the
+    p50s are not judged."""
+    medians = {
+        "bare_p50_ms": 1.0,
+        "bare_p99_ms": 2.0,
+        "library_p50_ms": 9.0,
+        "library_p99_ms": library_p99,
+    }
+    verdict = TARGETS["latency"].judge(medians)
+    assert verdict.figure == pytest.approx(extra)
+    assert (verdict.text, verdict.met) == (text, met)

@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from conftest import LoopErrors
+from conftest import LoopErrors, is_cancelled
 from event_collector import (
     Collector,
     CollectorEvent,
     CollectorQueue,
     Context,
     Error,
-    EventCancelled,
     Ok,
     Payload,
     QueueClosed,
@@ -76,14 +75,6 @@ def _expected(key: str, plan: dict[str, Any], result: Ok[Any] | Error) -> bool:
     if outcome == "hang":
         return isinstance(err, TimeoutError) and repr(key) in str(err)
     return isinstance(err, asyncio.CancelledError)
-
-
-def _is_cancelled(results: ResultList) -> bool:
-    return (
-        len(results) == 1
-        and isinstance(results[0], Error)
-        and isinstance(results[0].err, EventCancelled)
-    )
 
 
 @pytest.mark.slow
@@ -197,7 +188,7 @@ async def test_every_accepted_event_is_answered_exactly_once(
     assert set(observed.values()) <= {1}
     assert set(observed) <= accepted_ids
     cancelled = {
-        e.id for e, r in zip(accepted, awaited, strict=True) if _is_cancelled(r)
+        e.id for e, r in zip(accepted, awaited, strict=True) if is_cancelled(r)
     }
     assert cancelled.isdisjoint(observed)
     assert cancelled | set(observed) == accepted_ids

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from conftest import FakeClock
+from conftest import FakeClock, Gate
 from event_collector._eventqueue import EventQueue
 from event_collector.consumers import ConsumerPool, current_owner
 from event_collector.data import Error, Ok, Payload, ResultList
@@ -55,11 +55,29 @@ async def echo_route(payload: Payload[Any]) -> ResultList:
     return ResultList([Ok(payload.value)])
 
 
+MakeHarness = Callable[[Route], Harness]
+
+
 @pytest.fixture
-async def harness(clock: FakeClock) -> AsyncIterator[Harness]:
-    h = Harness(echo_route, clock)
-    yield h
-    await h.pool.stop()
+async def make_harness(clock: FakeClock) -> AsyncIterator[MakeHarness]:
+    """Harnesses on the test's clock; their pools are stopped after the test,
+    however it ended."""
+    made: list[Harness] = []
+
+    def make(route: Route) -> Harness:
+        made.append(Harness(route, clock))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for h in made:
+            await h.pool.stop()
+
+
+@pytest.fixture
+def harness(make_harness: MakeHarness) -> Harness:
+    return make_harness(echo_route)
 
 
 async def test_consumers_answer_events_and_count_them(harness: Harness) -> None:
@@ -74,65 +92,47 @@ async def test_consumers_answer_events_and_count_them(harness: Harness) -> None:
     assert repr(harness.pool) == "<ConsumerPool consumers=2 busy=0>"
 
 
-async def test_busy_counts_running_handlers(clock: FakeClock) -> None:
-    gate = asyncio.Event()
-    running = 0
-    all_running = asyncio.Event()
-
-    async def route(payload: Payload[Any]) -> ResultList:
-        nonlocal running
-        running += 1
-        if running == 3:
-            all_running.set()
-        await gate.wait()
-        return ResultList([Ok(payload.value)])
-
-    h = Harness(route, clock)
+async def test_busy_counts_running_handlers(make_harness: MakeHarness) -> None:
+    gate = Gate()
+    h = make_harness(gate.route)
     h.pool.grow(3)
     events = [h.put(i) for i in range(4)]
-    await all_running.wait()
+    await gate.until_running(3)
     assert h.pool.busy == 3
     assert h.queue.qsize() == 1
     assert not h.pool.is_idle()
-    gate.set()
+    gate.open()
     for e in events:
         await e.wait()
     assert h.pool.busy == 0
-    await h.pool.stop()
 
 
-async def test_service_and_wait_times_use_the_clock(clock: FakeClock) -> None:
-    gate = asyncio.Event()
-    started = asyncio.Event()
-
-    async def route(payload: Payload[Any]) -> ResultList:
-        started.set()
-        await gate.wait()
-        return ResultList([Ok(None)])
-
-    h = Harness(route, clock)
+async def test_service_and_wait_times_use_the_clock(
+    make_harness: MakeHarness, clock: FakeClock
+) -> None:
+    gate = Gate()
+    h = make_harness(gate.route)
     event = h.put(1)  # sent at 0
     clock.now = 1.0
     h.pool.grow(1)
-    await started.wait()  # started at 1
+    await gate.until_running(1)  # started at 1
     clock.now = 4.0
-    gate.set()
+    gate.open()
     await event.wait()  # finished at 4
     assert h.service.mean() == pytest.approx(3.0)
     assert h.wait.mean() == pytest.approx(4.0)
     assert (event.started_at, event.finished_at) == (1.0, 4.0)
-    await h.pool.stop()
 
 
 async def test_router_exception_becomes_an_error_and_consumer_lives(
-    clock: FakeClock,
+    make_harness: MakeHarness,
 ) -> None:
     async def route(payload: Payload[Any]) -> ResultList:
         if payload.value == "bad":
             raise RuntimeError("router broke")
         return ResultList([Ok(payload.value)])
 
-    h = Harness(route, clock)
+    h = make_harness(route)
     h.pool.grow(1)
     bad, good = h.put("bad"), h.put("good")
     failure = (await bad.wait()).first()
@@ -141,14 +141,13 @@ async def test_router_exception_becomes_an_error_and_consumer_lives(
     assert await good.wait() == [Ok("good")]
     assert h.pool.size == 1
     assert h.pool.finished == 2
-    await h.pool.stop()
 
 
-async def test_non_result_list_answers_are_coerced(clock: FakeClock) -> None:
+async def test_non_result_list_answers_are_coerced(make_harness: MakeHarness) -> None:
     async def route(payload: Payload[Any]) -> Any:
         return payload.value
 
-    h = Harness(route, clock)
+    h = make_harness(route)
     h.pool.grow(1)
     tuple_answer = h.put((Ok(1), 2))
     plain_answer = h.put("plain")
@@ -158,61 +157,48 @@ async def test_non_result_list_answers_are_coerced(clock: FakeClock) -> None:
     coerced = await result_answer.wait()
     assert isinstance(coerced, ResultList)
     assert isinstance(coerced[0], Error)
-    await h.pool.stop()
 
 
-async def test_current_owner_is_set_inside_consumers(harness: Harness) -> None:
+async def test_current_owner_is_set_inside_consumers(
+    make_harness: MakeHarness,
+) -> None:
     seen: list[object | None] = []
 
     async def route(payload: Payload[Any]) -> ResultList:
         seen.append(current_owner.get())
         return ResultList([Ok(None)])
 
-    h = Harness(route, harness.clock)
+    h = make_harness(route)
     h.pool.grow(1)
     await h.put(1).wait()
     assert seen == [h.owner]
     assert current_owner.get() is None, "the test's own context is untouched"
-    await h.pool.stop()
 
 
-async def test_shrink_retires_only_idle_consumers(clock: FakeClock) -> None:
-    gate = asyncio.Event()
-    started = asyncio.Event()
-
-    async def route(payload: Payload[Any]) -> ResultList:
-        started.set()
-        await gate.wait()
-        return ResultList([Ok(payload.value)])
-
-    h = Harness(route, clock)
+async def test_shrink_retires_only_idle_consumers(make_harness: MakeHarness) -> None:
+    gate = Gate()
+    h = make_harness(gate.route)
     h.pool.grow(3)
     await asyncio.sleep(0)  # let the consumers reach their idle wait
     busy_event = h.put("held")
-    await started.wait()
+    await gate.until_running(1)
     retired = h.pool.shrink(5)
     assert retired == 2, "the busy consumer is not retired"
     assert h.pool.size == 1
-    gate.set()
+    gate.open()
     assert await busy_event.wait() == [Ok("held")]
     await h.pool.stop()
     assert h.pool.size == 0
 
 
 async def test_stop_answers_running_events_with_event_cancelled(
-    clock: FakeClock,
+    make_harness: MakeHarness,
 ) -> None:
-    started = asyncio.Event()
-
-    async def route(payload: Payload[Any]) -> ResultList:
-        started.set()
-        await asyncio.Event().wait()
-        return ResultList()
-
-    h = Harness(route, clock)
+    gate = Gate()  # never opened
+    h = make_harness(gate.route)
     h.pool.grow(1)
     event = h.put(1)
-    await started.wait()
+    await gate.until_running(1)
     await h.pool.stop()
     answer = (await event.wait()).first()
     assert isinstance(answer, Error)
@@ -224,14 +210,9 @@ async def test_stop_answers_running_events_with_event_cancelled(
     assert h.pool.size == 0, "a stopped pool does not grow"
 
 
-async def test_wait_idle(clock: FakeClock) -> None:
-    gate = asyncio.Event()
-
-    async def route(payload: Payload[Any]) -> ResultList:
-        await gate.wait()
-        return ResultList()
-
-    h = Harness(route, clock)
+async def test_wait_idle(make_harness: MakeHarness) -> None:
+    gate = Gate()
+    h = make_harness(gate.route)
     await asyncio.wait_for(h.pool.wait_idle(), 10)  # idle already
     h.pool.grow(1)
     h.put(1)
@@ -239,10 +220,9 @@ async def test_wait_idle(clock: FakeClock) -> None:
     waiter = asyncio.ensure_future(h.pool.wait_idle())
     await asyncio.sleep(0)
     assert not waiter.done()
-    gate.set()
+    gate.open()
     await asyncio.wait_for(waiter, 10)
     assert h.pool.is_idle()
-    await h.pool.stop()
 
 
 async def test_observers_see_every_answered_event_and_failures_are_logged(
@@ -270,32 +250,26 @@ eager_only = pytest.mark.skipif(
 
 
 @eager_only
-async def test_grow_starts_handlers_before_it_returns(clock: FakeClock) -> None:
-    started: list[object] = []
-    gate = asyncio.Event()
-
-    async def route(payload: Payload[Any]) -> ResultList:
-        started.append(payload.value)
-        await gate.wait()
-        return ResultList([Ok(payload.value)])
-
-    h = Harness(route, clock)
+async def test_grow_starts_handlers_before_it_returns(
+    make_harness: MakeHarness,
+) -> None:
+    gate = Gate()
+    h = make_harness(gate.route)
     events = [h.put(i) for i in range(3)]
     h.pool.grow(4)
     # No trip through the loop: each new consumer took its event at once.
-    assert started == [0, 1, 2]
+    assert gate.order == [0, 1, 2]
     assert h.pool.busy == 3
     assert h.pool.size == 4
-    gate.set()
+    gate.open()
     assert [await e.wait() for e in events] == [[Ok(i)] for i in range(3)]
-    await h.pool.stop()
 
 
 @pytest.mark.parametrize(
     "why", ["not eager", "task factory"] if sys.version_info >= (3, 12) else ["3.11"]
 )
 async def test_grow_without_eager_start_waits_for_the_loop(
-    clock: FakeClock, why: str
+    make_harness: MakeHarness, why: str
 ) -> None:
     started: list[object] = []
 
@@ -304,7 +278,7 @@ async def test_grow_without_eager_start_waits_for_the_loop(
         return ResultList([Ok(payload.value)])
 
     loop = asyncio.get_running_loop()
-    h = Harness(route, clock)
+    h = make_harness(route)
     event = h.put("x")
     if why == "task factory":
         # An application's own factory is respected: tasks go through it.
@@ -326,4 +300,3 @@ async def test_grow_without_eager_start_waits_for_the_loop(
     assert started == []
     assert await event.wait() == [Ok("x")]
     assert started == ["x"]
-    await h.pool.stop()

@@ -21,14 +21,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from conftest import LoopErrors
+from conftest import Gate, LoopErrors, is_cancelled
 from event_collector import (
     Collector,
     CollectorEvent,
     CollectorQueue,
     Context,
     Error,
-    EventCancelled,
     InitializedQueue,
     Ok,
     Payload,
@@ -60,14 +59,6 @@ def _queue(handler: Handler, *, timeout: float | None = None, **kwargs: Any) -> 
 
 def _other_tasks() -> set[asyncio.Task[Any]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
-
-
-def _cancelled(results: ResultList) -> bool:
-    return (
-        len(results) == 1
-        and isinstance(results[0], Error)
-        and (isinstance(results[0].err, EventCancelled))
-    )
 
 
 async def _echo(payload: Payload[Any], ctx: Context) -> Any:
@@ -112,13 +103,8 @@ async def test_send_after_shutdown_raises_queue_closed(loop_guard: LoopErrors) -
 async def test_send_is_refused_from_the_moment_shutdown_starts(
     loop_guard: LoopErrors,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
-
-    queue = _queue(gated, consumer_shutdown_timeout=0)
+    gate = Gate()
+    queue = _queue(gate, consumer_shutdown_timeout=0)
     await queue.init_queue()
     publisher = queue.get_publisher()
     first = await publisher.send(1)
@@ -128,7 +114,7 @@ async def test_send_is_refused_from_the_moment_shutdown_starts(
     assert not shutdown.done()
     with pytest.raises(QueueClosed):
         await publisher.send(2)
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         await shutdown
     assert (await first) == [Ok(1)]
@@ -175,7 +161,7 @@ async def test_hundred_slow_events_and_one_second_shutdown_timeout(
     assert max(returned) <= start + 1.0 + 1.0
     results = [w.result() for w in waiters]
     assert results[:5] == [[Ok(i)] for i in range(5)]
-    assert all(_cancelled(r) for r in results[5:])
+    assert all(is_cancelled(r) for r in results[5:])
     messages = [str(r[0].err) for r in results[5:] if isinstance(r[0], Error)]
     assert sum("running" in m for m in messages) == 10  # one per consumer
     assert sum("before" in m for m in messages) == 85  # still queued
@@ -187,14 +173,9 @@ async def test_non_positive_shutdown_timeout_waits_for_the_drain(
     loop_guard: LoopErrors, shutdown_timeout: float
 ) -> None:
     loop = asyncio.get_running_loop()
-    gate = asyncio.Event()
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
-
+    gate = Gate()
     queue = _queue(
-        gated,
+        gate,
         consumer_shutdown_timeout=shutdown_timeout,
         autoscale=False,
         max_consumers=2,
@@ -209,7 +190,7 @@ async def test_non_positive_shutdown_timeout_waits_for_the_drain(
     assert not shutdown.done()
     assert queue.state == "closing"
     assert not any(e.is_done() for e in events)
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         await shutdown
     assert [await e for e in events] == [[Ok(i)] for i in range(6)]
@@ -244,17 +225,13 @@ async def test_shutdown_is_idempotent(loop_guard: LoopErrors) -> None:
 
 
 async def test_concurrent_shutdowns_share_one(loop_guard: LoopErrors) -> None:
-    gate = asyncio.Event()
+    gate = Gate()
     announced: list[object] = []
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
 
     async def on_shutdown(message: ShutDownQueue, pending: BusEventQueue) -> None:
         announced.append(message)
 
-    queue = _queue(gated, consumer_shutdown_timeout=0)
+    queue = _queue(gate, consumer_shutdown_timeout=0)
     queue.get_message_bus().add_msg_handler(ShutDownQueue, on_shutdown)
     await queue.init_queue()
     event = await queue.get_publisher().send(1)
@@ -267,7 +244,7 @@ async def test_concurrent_shutdowns_share_one(loop_guard: LoopErrors) -> None:
     callers = [asyncio.create_task(caller()) for _ in range(3)]
     await _yield_many()
     assert not any(c.done() for c in callers)
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         await asyncio.gather(*callers)
     # Nobody returned before the shutdown was over, and it ran once.
@@ -383,17 +360,12 @@ async def test_shutdown_before_start(loop_guard: LoopErrors) -> None:
 async def test_cancelling_the_shutdown_caller_propagates(
     loop_guard: LoopErrors, yields: int
 ) -> None:
-    started = asyncio.Event()
-
-    async def stuck(payload: Payload[Any], ctx: Context) -> Any:
-        started.set()
-        await asyncio.Event().wait()
-
-    queue = _queue(stuck, consumer_shutdown_timeout=3600)
+    gate = Gate()  # never opened
+    queue = _queue(gate, consumer_shutdown_timeout=3600)
     await queue.init_queue()
     event = await queue.get_publisher().send(1)
     queued = await queue.get_publisher().send(2)
-    await started.wait()
+    await gate.until_running(1)
     caller = asyncio.create_task(queue.shut_down_queue())
     await _yield_many(yields)
     caller.cancel()
@@ -403,42 +375,32 @@ async def test_cancelling_the_shutdown_caller_propagates(
     async with asyncio.timeout(GUARD):
         await queue.request_shutdown()
     assert queue.state == "closed"
-    assert _cancelled(await event)
-    assert _cancelled(await queued)
+    assert is_cancelled(await event)
+    assert is_cancelled(await queued)
     assert not _other_tasks()
 
 
 async def test_timeout_around_shutdown_propagates(loop_guard: LoopErrors) -> None:
-    started = asyncio.Event()
-
-    async def stuck(payload: Payload[Any], ctx: Context) -> Any:
-        started.set()
-        await asyncio.Event().wait()
-
-    queue = _queue(stuck, consumer_shutdown_timeout=3600)
+    gate = Gate()  # never opened
+    queue = _queue(gate, consumer_shutdown_timeout=3600)
     await queue.init_queue()
     event = await queue.get_publisher().send(1)
-    await started.wait()
+    await gate.until_running(1)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await queue.shut_down_queue()
     async with asyncio.timeout(GUARD):
         await queue.request_shutdown()
     assert queue.state == "closed"
-    assert _cancelled(await event)
+    assert is_cancelled(await event)
     assert not _other_tasks()
 
 
 async def test_cancelling_a_waiter_does_not_cancel_the_event(
     loop_guard: LoopErrors,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
-
-    queue = _queue(gated)
+    gate = Gate()
+    queue = _queue(gate)
     await queue.init_queue()
     event = await queue.get_publisher().send(1)
     waiter = asyncio.create_task(event.wait())
@@ -447,7 +409,7 @@ async def test_cancelling_a_waiter_does_not_cancel_the_event(
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         assert (await other) == [Ok(1)]
     assert (await event) == [Ok(1)]
@@ -461,20 +423,15 @@ async def test_cancelling_a_waiter_does_not_cancel_the_event(
 async def test_wait_with_timeout_raises_and_the_event_is_still_answered(
     loop_guard: LoopErrors,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
-
-    queue = _queue(gated)
+    gate = Gate()
+    queue = _queue(gate)
     await queue.init_queue()
     event = await queue.get_publisher().send("v")
     with pytest.raises(TimeoutError):
         await event.wait(timeout=0.01)
     assert not event.is_done()
     assert event.get_result() is None
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         results = await event
     assert results == [Ok("v")]
@@ -496,21 +453,16 @@ async def test_await_event_is_wait(loop_guard: LoopErrors) -> None:
 
 
 async def test_dropped_events_are_still_processed(loop_guard: LoopErrors) -> None:
-    gate = asyncio.Event()
+    gate = Gate()
     seen: list[Any] = []
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
-
-    queue = _queue(gated)
+    queue = _queue(gate)
     queue.add_event_observer(lambda event: seen.append(event.payload.value))
     await queue.init_queue()
     publisher = queue.get_publisher()
     for i in range(200):
         await publisher.send(i)  # the event is dropped at once
     gc.collect()
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         await publisher.wait()
     assert sorted(seen) == list(range(200))
@@ -522,19 +474,12 @@ async def test_dropped_events_are_still_processed(loop_guard: LoopErrors) -> Non
 
 
 async def test_bounded_send_waits_for_room(loop_guard: LoopErrors) -> None:
-    gate = asyncio.Event()
-    taken = asyncio.Event()
-
-    async def gated(payload: Payload[Any], ctx: Context) -> Any:
-        taken.set()
-        await gate.wait()
-        return payload.value
-
-    queue = _queue(gated, autoscale=False, max_consumers=1, maxsize=2)
+    gate = Gate()
+    queue = _queue(gate, autoscale=False, max_consumers=1, maxsize=2)
     await queue.init_queue()
     publisher = queue.get_publisher()
     events = [await publisher.send(0)]
-    await taken.wait()
+    await gate.until_running(1)
     events += [await publisher.send(1), await publisher.send(2)]
     assert queue.current_load().qsize == 2
     with pytest.raises(QueueFull, match="maxsize=2"):
@@ -543,7 +488,7 @@ async def test_bounded_send_waits_for_room(loop_guard: LoopErrors) -> None:
     await _yield_many()
     assert not blocked.done()
     assert queue.current_load().qsize == 2
-    gate.set()
+    gate.open()
     async with asyncio.timeout(GUARD):
         events.append(await blocked)
         results = [await e for e in events]
@@ -1046,9 +991,9 @@ async def test_no_task_left_after_a_busy_shutdown(loop_guard: LoopErrors) -> Non
         results = event.get_result()
         assert results is not None
         if event.payload.value % 10 == 0:
-            assert _cancelled(results)
+            assert is_cancelled(results)
         else:
-            assert results == [Ok(event.payload.value)] or _cancelled(results)
+            assert results == [Ok(event.payload.value)] or is_cancelled(results)
 
 
 async def test_answered_events_are_not_retained(loop_guard: LoopErrors) -> None:

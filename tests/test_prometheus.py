@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FakeClock
+from conftest import FakeClock, Gate
 from event_collector import Collector, CollectorQueue, Context, Payload
 from event_collector.prometheus import QueueCollector, instrument
 
@@ -106,29 +106,18 @@ async def test_counters_and_histograms_follow_the_events() -> None:
 
 
 async def test_gauges_show_queued_and_busy_events() -> None:
-    gate = asyncio.Event()
-    two_started = asyncio.Event()
-    started = 0
-
-    async def handle(payload: Payload[Any], ctx: Context) -> None:
-        nonlocal started
-        started += 1
-        if started == 2:
-            two_started.set()
-        await gate.wait()
-
+    gate = Gate()
     registry = CollectorRegistry()
     queue = CollectorQueue(
-        [Collector("c", handle)], autoscale=False, max_consumers=2, logging=False
+        [Collector("c", gate)], autoscale=False, max_consumers=2, logging=False
     )
     exporter = instrument(queue, registry=registry)
     async with queue:
         publisher = queue.get_publisher()
         events = [publisher.send_nowait(i) for i in range(5)]
-        async with asyncio.timeout(10):  # a guard, not a timing
-            await two_started.wait()
+        await gate.until_running(2)
         busy = scrape(registry)
-        gate.set()
+        gate.open()
         for event in events:
             await event.wait()
         idle = scrape(registry)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock
+from conftest import FakeClock, Gate
 from event_collector import Collector, CollectorQueue, QueueClosed, QueueFull
 from event_collector.data import Context, Delivery, Error, Ok, Payload, ResultList
 from event_collector.publisher import (
@@ -141,16 +141,9 @@ async def test_send_nowait(queue: CollectorQueue) -> None:
 
 
 async def test_bounded_queue_send_waits_and_send_nowait_raises() -> None:
-    gate = asyncio.Event()
-    started = asyncio.Event()
-
-    async def blocked(payload: Payload[Any], ctx: Context) -> Any:
-        started.set()
-        await gate.wait()
-        return payload.value
-
+    gate = Gate()
     q = CollectorQueue(
-        [Collector("b", blocked)],
+        [Collector("b", gate)],
         autoscale=False,
         max_consumers=1,
         maxsize=1,
@@ -159,33 +152,28 @@ async def test_bounded_queue_send_waits_and_send_nowait_raises() -> None:
     async with q:
         pub = q.get_publisher()
         first = await pub.send(1)
-        await started.wait()  # the consumer holds event 1
+        await gate.until_running(1)  # the consumer holds event 1
         second = await pub.send(2)  # fills the queue
         with pytest.raises(QueueFull, match="maxsize=1"):
             pub.send_nowait(3)
         third_send = asyncio.ensure_future(pub.send(3))
         await asyncio.sleep(0)
         assert not third_send.done()
-        gate.set()
+        gate.open()
         third = await third_send
         results = [await e.wait() for e in (first, second, third)]
     assert results == [[Ok(1)], [Ok(2)], [Ok(3)]]
 
 
 async def test_publisher_wait_returns_when_everything_sent_is_handled() -> None:
-    gate = asyncio.Event()
-
-    async def blocked(payload: Payload[Any], ctx: Context) -> Any:
-        await gate.wait()
-        return payload.value
-
-    async with CollectorQueue([Collector("b", blocked)], logging=False) as q:
+    gate = Gate()
+    async with CollectorQueue([Collector("b", gate)], logging=False) as q:
         pub = q.get_publisher()
         events = [await pub.send(i) for i in range(5)]
         waiter = asyncio.ensure_future(pub.wait())
         await asyncio.sleep(0)
         assert not waiter.done()
-        gate.set()
+        gate.open()
         await asyncio.wait_for(waiter, 10)
         assert all(e.is_done() for e in events)
 
@@ -263,24 +251,17 @@ async def test_event_ids_are_unique() -> None:
 
 
 async def test_event_times_come_from_the_queue_clock(clock: FakeClock) -> None:
-    gate = asyncio.Event()
-    started = asyncio.Event()
-
-    async def blocked(payload: Payload[Any], ctx: Context) -> Any:
-        started.set()
-        await gate.wait()
-        return payload.value
-
-    q = CollectorQueue([Collector("b", blocked)], clock=clock, logging=False)
+    gate = Gate()
+    q = CollectorQueue([Collector("b", gate)], clock=clock, logging=False)
     async with q:
         clock.now = 10.0
         event = await q.get_publisher().send(1)
         assert event.sent_at == 10.0
         clock.now = 10.5
-        await started.wait()
+        await gate.until_running(1)
         assert event.started_at == 10.5
         clock.now = 12.0
-        gate.set()
+        gate.open()
         await event.wait()
     assert event.finished_at == 12.0
     assert event.service_time == pytest.approx(1.5)

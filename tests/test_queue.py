@@ -19,7 +19,7 @@ import typing_extensions
 from structlog.testing import capture_logs
 
 import event_collector.queue as queue_module
-from conftest import FakeClock, wait_for, wait_reads
+from conftest import FakeClock, Gate, wait_for, wait_reads
 from event_collector import (
     Collector,
     CollectorQueue,
@@ -89,36 +89,6 @@ PARAMETERS = [
 
 async def echo(payload: Payload[Any], ctx: Context) -> Any:
     return payload.value
-
-
-class Gate:
-    """A handler that holds every event until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.opened = asyncio.Event()
-        self.running = 0
-        self.order: list[Any] = []
-        self._started: list[asyncio.Event] = []
-
-    async def __call__(self, payload: Payload[Any], ctx: Context) -> Any:
-        self.order.append(payload.value)
-        self.running += 1
-        for started in self._started:
-            started.set()
-        try:
-            await self.opened.wait()
-        finally:
-            self.running -= 1
-        return payload.value
-
-    async def until_running(self, count: int) -> None:
-        while self.running < count:
-            started = asyncio.Event()
-            self._started.append(started)
-            try:
-                await asyncio.wait_for(started.wait(), 10)
-            finally:
-                self._started.remove(started)
 
 
 # -- the names of the page ---------------------------------------------------
@@ -395,7 +365,7 @@ async def test_repr() -> None:
             await pub.send(i)
         await gate.until_running(3)
         assert repr(held) == "<CollectorQueue running consumers=3 qsize=2>"
-        gate.opened.set()
+        gate.open()
         await pub.wait()
     assert repr(held) == "<CollectorQueue closed consumers=0 qsize=0>"
 
@@ -556,7 +526,7 @@ async def run_in_one_consumer(
         for value, priority in sends:
             await pub.send(value, priority=priority)
         assert queue.current_load().qsize == len(sends)
-        gate.opened.set()
+        gate.open()
         await pub.wait()
     assert gate.order[0] == "blocker"
     return gate.order[1:]
@@ -615,7 +585,7 @@ async def test_current_load_and_consumer_count() -> None:
         metrics = queue.get_metrics()
         assert (metrics.qsize, metrics.busy, metrics.consumers) == (3, 2, 2)
         assert metrics.load == 2.5
-        gate.opened.set()
+        gate.open()
         await pub.wait()
         assert queue.current_load() == Load(0, 0, 2, 0.0)
 
@@ -656,7 +626,7 @@ async def test_fixed_pool_does_not_grow() -> None:
         await gate.until_running(2)
         await wait_reads(clock, 10)  # ten monitor ticks at full load
         assert queue.consumer_count() == 2
-        gate.opened.set()
+        gate.open()
         await queue.get_publisher().wait()
 
 
@@ -673,7 +643,7 @@ async def test_pool_grows_towards_demand_plus_margin() -> None:
         # demand 20 + ceil(20 * 0.15) = 23
         await wait_for(lambda: queue.consumer_count() == 23)
         assert queue.current_load().busy == 20
-        gate.opened.set()
+        gate.open()
         await pub.wait()
 
 
@@ -723,7 +693,7 @@ async def test_pool_never_grows_above_max_consumers() -> None:
         await wait_reads(clock, 20)  # more ticks at full load
         assert queue.consumer_count() == 10
         assert queue.current_load() == Load(qsize=40, busy=10, consumers=10, ratio=5.0)
-        gate.opened.set()
+        gate.open()
         await pub.wait()
     assert peak == 10
 
@@ -743,7 +713,7 @@ async def test_pool_shrinks_to_min_consumers_when_the_load_is_gone() -> None:
             await pub.send(i)
         await gate.until_running(40)
         await wait_for(lambda: queue.consumer_count() == 46)
-        gate.opened.set()
+        gate.open()
         await pub.wait()
         await wait_for(lambda: queue.consumer_count() == 3)
         # Idle at the minimum: the monitor leaves the pool alone. It sleeps,
@@ -777,7 +747,7 @@ async def test_shrinking_keeps_the_littles_law_work_in_progress(
         await gate.until_running(20)  # all started at t = 0
         await wait_for(lambda: queue.consumer_count() == 23)
         clock.now = 1.0
-        gate.opened.set()
+        gate.open()
         for event in events:
             await event.wait()  # all finished at t = 1: service time 1 s
         await wait_reads(clock, 10)
@@ -1024,7 +994,7 @@ async def test_average_load_falls_while_the_queue_is_idle(clock: FakeClock) -> N
         await gate.until_running(2)
         clock.now = 1.0  # load 2 for 1 s
         await wait_reads(clock, 3)
-        gate.opened.set()
+        gate.open()
         await pub.wait()
         # Idle at its minimum, the monitor sleeps until the next send; the
         # private put_waiter is the only sign of that.

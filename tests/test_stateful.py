@@ -29,13 +29,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conftest import is_cancelled
 from event_collector import (
     Collector,
     CollectorEvent,
     CollectorQueue,
     Context,
     Error,
-    EventCancelled,
     Ok,
     Payload,
     QueueClosed,
@@ -88,14 +88,6 @@ def _matches(outcome: str, results: ResultList, value: Any) -> bool:
     return isinstance(result.err, expected)
 
 
-def _is_cancelled(results: ResultList) -> bool:
-    return (
-        len(results) == 1
-        and isinstance(results[0], Error)
-        and isinstance(results[0].err, EventCancelled)
-    )
-
-
 class DeliveryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -107,7 +99,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.queue: CollectorQueue | None = None
         self.accepted: list[CollectorEvent[Any]] = []
         self.observed: collections.Counter[int] = collections.Counter()
-        self.waiters: list[asyncio.Task[ResultList]] = []
+        # Waiters on accepted events, each with the event it waits for.
+        self.waiters: dict[asyncio.Task[ResultList], CollectorEvent[Any]] = {}
         self.drained = False
 
     # -- helpers -----------------------------------------------------------
@@ -225,7 +218,8 @@ class DeliveryMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def wait_for_an_event(self, data: st.DataObject) -> None:
         event = data.draw(st.sampled_from(self.accepted))
-        self.waiters.append(self.call(lambda: asyncio.create_task(event.wait())))
+        waiter = self.call(lambda: asyncio.create_task(event.wait()))
+        self.waiters[waiter] = event
 
     @precondition(lambda self: any(not w.done() for w in self.waiters))
     @rule(data=st.data())
@@ -234,7 +228,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         waiter.cancel()
         self.run(asyncio.wait([waiter]))
         assert waiter.done()
-        self.waiters.remove(waiter)
+        del self.waiters[waiter]
 
     @precondition(lambda self: self.running())
     @rule(drain=st.booleans())
@@ -291,7 +285,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             assert all(ANSWERS[i] == 1 for i in ids)
             cancelled = set()
             for event, result in zip(self.accepted, results, strict=True):
-                if _is_cancelled(result):
+                if is_cancelled(result):
                     cancelled.add(event.id)
                     assert event.id not in self.observed
                 else:
@@ -301,10 +295,12 @@ class DeliveryMachine(RuleBasedStateMachine):
             assert cancelled | set(self.observed) == ids
             if self.drained:
                 assert not cancelled  # waited as long as it took
-            # The surviving (not cancelled) waiters got an answer too; which
-            # event each one waited for is not recorded.
+            # Each surviving (not cancelled) waiter got its own event's answer,
+            # the very one checked above.
+            answers = {e.id: r for e, r in zip(self.accepted, results, strict=True)}
             waited = self.gather(self.waiters)
-            assert all(isinstance(w, ResultList) for w in waited)
+            for event, answer in zip(self.waiters.values(), waited, strict=True):
+                assert answer is answers[event.id], (event.payload.value, answer)
             assert queue.state == "closed"
             assert not asyncio.all_tasks(self.loop)
             assert self.loop_errors == []
