@@ -665,7 +665,37 @@ async def test_monitor_sleeps_at_once_when_its_new_consumers_empty_the_queue() -
         # at the queue again, it went straight back to waiting for a put
         # instead of polling again in monitor_interval.
         assert queue._queue.put_waiter is not None
+        await asyncio.sleep(0)  # the spare consumer starts after the others
         assert queue.consumer_count() == 3  # demand 2 plus its margin
+
+
+async def test_spare_consumers_start_after_the_ones_that_take_events() -> None:
+    """A growth starts the consumers the queued events need first; its
+    margin joins once their handlers have started, so it never delays them."""
+    release = asyncio.Event()
+    counts: list[int] = []
+
+    async def handler(payload: Payload[int], ctx: Context) -> None:
+        counts.append(queue.consumer_count())
+        await release.wait()
+
+    queue = CollectorQueue(
+        [Collector("h", handler)], wip_margin=0.2, max_consumers=100, logging=False
+    )
+    async with queue:
+        await asyncio.sleep(0)  # the first consumer waits for an event
+        pub = queue.get_publisher()
+        for i in range(10):
+            await pub.send(i)
+        await wait_for(lambda: len(counts) == 10)
+        # One consumer took the first event; the monitor then saw 9 queued
+        # and 1 busy: 9 consumers at once, then the margin of ceil(10 * 0.2).
+        # (Eager consumers, from 3.12, run their handlers as they are
+        # created, and see fewer than 10.)
+        assert max(counts) <= 10
+        await wait_for(lambda: queue.consumer_count() == 12)
+        release.set()
+        await pub.wait()
 
 
 async def test_pool_never_grows_above_max_consumers() -> None:

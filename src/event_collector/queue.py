@@ -779,7 +779,14 @@ class CollectorQueue:
             wip_margin=self.wip_margin,
         )
         if target > consumers:
-            self._pool.grow(target - consumers)
+            # The consumers that will find an event waiting start now; the
+            # spare ones (the margin) once those have started their handlers.
+            added = target - consumers
+            urgent = min(added, qsize)
+            if urgent:
+                self._pool.grow(urgent)
+            if added > urgent:
+                asyncio.get_running_loop().call_soon(self._pool.grow, added - urgent)
             self._log.debug("consumers added", consumers=target, load=load)
         elif target < consumers:
             retired = self._pool.shrink(consumers - target)
