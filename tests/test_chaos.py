@@ -3,7 +3,7 @@ timeout or raise ``CancelledError``, sent by concurrent publishers while the
 pool scales, with a shutdown in the middle of it all.
 
 Invariant: every event ``send`` accepted is answered exactly once. Answers
-are counted three ways: calls to ``CollectorEvent.set_result``, an event
+are counted three ways: calls to ``CollectorEvent._set_answer``, an event
 observer (consumer-answered events), and awaiting every event.
 """
 
@@ -28,7 +28,6 @@ from event_collector import (
     QueueClosed,
     QueueFull,
     QueueType,
-    ResultList,
 )
 
 SEED = 20_241_127
@@ -95,13 +94,14 @@ async def test_every_accepted_event_is_answered_exactly_once(
 ) -> None:
     rng = random.Random(f"{SEED}-{queue_type.name}-{maxsize}")
     answers: collections.Counter[int] = collections.Counter()
-    original_set_result = CollectorEvent.set_result
+    original_set_answer = CollectorEvent._set_answer
 
-    def counting_set_result(self: CollectorEvent[Any], result: ResultList) -> bool:
+    def counting_set_answer(self: CollectorEvent[Any], answer: object) -> bool:
         answers[self.id] += 1
-        return original_set_result(self, result)
+        return original_set_answer(self, answer)
 
-    monkeypatch.setattr(CollectorEvent, "set_result", counting_set_result)
+    # Every answer, the consumers' and the shutdown's, goes through it.
+    monkeypatch.setattr(CollectorEvent, "_set_answer", counting_set_answer)
 
     queue = CollectorQueue(
         [
@@ -176,7 +176,7 @@ async def test_every_accepted_event_is_answered_exactly_once(
     assert len(accepted) + refused == EVENTS
     assert len(accepted) >= SHUTDOWN_AFTER
 
-    # Counted by set_result: exactly once for each accepted event, never for
+    # Counted by _set_answer: exactly once for each accepted event, never for
     # a refused one.
     accepted_ids = {event.id for event in accepted}
     assert len(accepted_ids) == len(accepted)

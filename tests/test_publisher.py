@@ -55,6 +55,42 @@ async def test_send_keeps_a_payload_as_it_is(queue: CollectorQueue) -> None:
     assert await event.wait() == [Ok("x")]
 
 
+async def test_a_lone_handlers_answer_is_made_a_result_list_when_read() -> None:
+    """With one collector the event keeps what the handler returned; each
+    read gives an equal ResultList of its own, so changing one read changes
+    nothing, and a returned Ok or Error is the very object the handler made."""
+    made: dict[str, Any] = {}
+
+    async def handler(payload: Payload[str], ctx: Context) -> Any:
+        kind = payload.value
+        if kind == "plain":
+            return 42
+        if kind == "list":
+            made[kind] = ResultList([Ok(1)])
+        else:
+            made[kind] = Ok("mine") if kind == "ok" else Error("theirs")
+        return made[kind]
+
+    async with CollectorQueue([Collector("h", handler)], logging=False) as q:
+        pub = q.get_publisher()
+        plain, ok, error, as_list = [
+            await pub.send(k) for k in ("plain", "ok", "error", "list")
+        ]
+        first = await plain.wait()
+        assert first == [Ok(42)]
+        first.append(Ok("changed by the reader"))
+        assert plain.get_result() == [Ok(42)]
+        assert await plain == [Ok(42)]
+
+        for event, kind in ((ok, "ok"), (error, "error")):
+            results = await event.wait()
+            assert len(results) == 1
+            assert results[0] is made[kind]
+            assert event.get_result() == results
+        # A ResultList returned is one value, not the event's results.
+        assert await as_list.wait() == [Ok(made["list"])]
+
+
 async def test_a_plain_values_payload_is_made_once_when_read() -> None:
     seen: list[Payload[Any]] = []
 

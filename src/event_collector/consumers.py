@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .data import (
-    RESULT_TYPES,
     Delivery,
     Error,
     Ok,
@@ -212,44 +211,45 @@ class ConsumerPool:
             payload = event._payload
             if payload is None:
                 payload = Payload(event._value)
+            answer: object
             try:
                 if direct is not None and payload.delivery is broadcast:
                     # The router's lone plain collector, called here: one
-                    # coroutine less per event (see Router.direct).
-                    value = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
-                    results = ResultList()
-                    # as_result, inlined: one call less per event.
-                    results.append(
-                        value if isinstance(value, RESULT_TYPES) else Ok(value)
-                    )
-                    del value
+                    # coroutine less per event (see Router.direct). What it
+                    # returns is the event's answer as it is: the event makes
+                    # the ResultList when it is read.
+                    answer = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
+                    if isinstance(answer, ResultList):
+                        # A ResultList returned is one Ok value, not the
+                        # event's results.
+                        answer = ResultList((Ok(answer),))
                 else:
-                    results = await route(payload)
-                    if type(results) is not ResultList:
-                        results = _coerce(results)
+                    answer = await route(payload)
+                    if type(answer) is not ResultList:
+                        answer = _coerce(answer)
             except asyncio.CancelledError as exc:
                 if not task.cancelling():
                     # The handler raised it on its own: an outcome, not
                     # the queue stopping this consumer.
-                    results = ResultList((Error(exc),))
+                    answer = ResultList((Error(exc),))
                 else:
                     self._answer_cancelled(event)
                     raise
             except Exception as exc:
                 # A handler's exception on the direct path; a custom router's
                 # own failure otherwise (collectors' errors are results).
-                results = ResultList((Error(exc),))
+                answer = ResultList((Error(exc),))
             self.busy -= 1
             end = event.finished_at = clock()
             add_service_time(end - start)
             add_wait_time(end - event.sent_at)
             self.finished += 1
-            event.set_result(results)
+            event._set_answer(answer)
             if observers:
                 self._observe(event)
             # An idle consumer must not keep the last event (and through it
             # the results and any exception) alive.
-            del event, payload, results
+            del event, payload, answer
             if self._stopping:
                 return
 

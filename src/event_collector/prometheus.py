@@ -41,7 +41,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'the prometheus extra: pip install "event-collector[prometheus]"'
     ) from exc
 
-from .data import Error
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -223,18 +222,17 @@ class QueueCollector:
         """Count an answered event: the queue calls it for each one."""
         service = event.service_time
         wait = event.wait_time
-        results = event.get_result() or ()
+        errors = event._errors()
         with self._lock:
             self._events += 1
             if service is not None:
                 self._service.observe(service)
             if wait is not None:
                 self._wait.observe(wait)
-            for result in results:
-                if type(result) is Error:
-                    err = result.err
-                    kind = "str" if isinstance(err, str) else type(err).__name__
-                    self._errors[kind] = self._errors.get(kind, 0) + 1
+            for error in errors:
+                err = error.err
+                kind = "str" if isinstance(err, str) else type(err).__name__
+                self._errors[kind] = self._errors.get(kind, 0) + 1
 
     def add_samples(self, families: dict[str, Metric]) -> None:
         """Add this queue's samples to ``families`` (made by a registry's

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .data import Payload, ResultList
+from .data import RESULT_TYPES, Error, Ok, Payload, ResultList
 from .exceptions import QueueClosed
 
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ class QueueType(enum.Enum):
 
 _ids = itertools.count(1)
 
+#: ``CollectorEvent._answer`` of an event not answered yet.
+_PENDING: Any = object()
+
 
 class CollectorEvent(Generic[T]):
     """One sent payload and, once handled, its results.
@@ -49,8 +52,8 @@ class CollectorEvent(Generic[T]):
 
     __slots__ = (
         "__weakref__",
+        "_answer",
         "_payload",
-        "_result",
         "_value",
         "_waiters",
         "finished_at",
@@ -80,7 +83,9 @@ class CollectorEvent(Generic[T]):
         """Loop time at which a consumer started handling it."""
         self.finished_at: float | None = None
         """Loop time at which it was answered."""
-        self._result: ResultList | None = None
+        # The answer: a ResultList, or what the lone collector's handler
+        # returned, kept as it is (see _set_answer); _PENDING until then.
+        self._answer: object = _PENDING
         self._waiters: list[asyncio.Future[None]] | None = None
 
     @property
@@ -101,9 +106,20 @@ class CollectorEvent(Generic[T]):
 
     def set_result(self, result: ResultList) -> bool:
         """Answer the event; return ``False`` if it was answered already."""
-        if self._result is not None:
+        return self._set_answer(result)
+
+    def _set_answer(self, answer: object) -> bool:
+        """Answer the event with a ``ResultList``, or with the one value the
+        lone collector's handler returned (a result or a plain value), which
+        is kept as it is and made a ``ResultList`` when read.
+
+        Keeping the bare value spares the garbage collector two objects per
+        answered event (the list and an ``Ok``) for as long as the event is
+        kept. The caller wraps a value that is itself a ``ResultList``.
+        """
+        if self._answer is not _PENDING:
             return False
-        self._result = result
+        self._answer = answer
         waiters = self._waiters
         if waiters is not None:
             self._waiters = None
@@ -116,13 +132,31 @@ class CollectorEvent(Generic[T]):
 
     def is_done(self) -> bool:
         """Whether the event has been answered."""
-        return self._result is not None
+        return self._answer is not _PENDING
 
     done = is_done
 
     def get_result(self) -> ResultList | None:
-        """The results, or ``None`` while the event is not answered."""
-        return self._result
+        """The results, or ``None`` while the event is not answered.
+
+        An event answered by a single collector keeps only what its handler
+        returned, and each read makes a new ``ResultList`` of it: two reads
+        give equal lists, not the same list.
+        """
+        answer = self._answer
+        if isinstance(answer, ResultList):
+            return answer
+        if answer is _PENDING:
+            return None
+        return ResultList((answer if isinstance(answer, RESULT_TYPES) else Ok(answer),))
+
+    def _errors(self) -> tuple[Error, ...]:
+        """The ``Error`` results of an answered event, without making a
+        ``ResultList`` for a lone handler's answer (for observers)."""
+        answer = self._answer
+        if isinstance(answer, ResultList):
+            return tuple(r for r in answer if type(r) is Error)
+        return (answer,) if type(answer) is Error else ()
 
     @property
     def service_time(self) -> float | None:
@@ -144,7 +178,7 @@ class CollectorEvent(Generic[T]):
         :param timeout: seconds to wait at most; on expiry ``TimeoutError``
             is raised and the event itself goes on and is still answered.
         """
-        result = self._result
+        result = self.get_result()
         if result is not None:
             return result
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -162,7 +196,7 @@ class CollectorEvent(Generic[T]):
             waiters = self._waiters
             if waiters is not None and fut in waiters:
                 waiters.remove(fut)
-        result = self._result
+        result = self.get_result()
         assert result is not None
         return result
 
@@ -170,7 +204,7 @@ class CollectorEvent(Generic[T]):
         return self.wait().__await__()
 
     def __repr__(self) -> str:
-        state = "done" if self._result is not None else "pending"
+        state = "done" if self._answer is not _PENDING else "pending"
         # Not self.payload: a repr (a log line) must not make and keep one.
         payload = self._payload
         if payload is None:
