@@ -90,6 +90,20 @@ class ConsumerPool:
         self._idle: dict[asyncio.Task[None], None] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._idle_waiters: list[asyncio.Future[None]] = []
+        # What every consumer reads into locals as it starts, in one tuple:
+        # a burst starts a thousand consumers at once.
+        self._locals = (
+            queue,
+            route,
+            clock,
+            service_times.add,
+            wait_times.add,
+            observers,
+            self._idle,
+            queue.items,
+            queue.taker(),
+            direct,
+        )
         self._stopping = False
         self.busy = 0
         """Consumers running a handler right now."""
@@ -123,10 +137,13 @@ class ConsumerPool:
         copy = base.copy
         loop = asyncio.get_running_loop()
         make: Callable[..., asyncio.Task[None]]
-        if sys.version_info >= (3, 12) and eager and loop.get_task_factory() is None:
-            make = functools.partial(
-                asyncio.Task, loop=loop, name=CONSUMER_NAME, eager_start=True
-            )
+        if loop.get_task_factory() is None:
+            # The Task itself: loop.create_task would add a Python call per
+            # consumer on asyncio's own loop.
+            options: dict[str, Any] = {"loop": loop, "name": CONSUMER_NAME}
+            if eager and sys.version_info >= (3, 12):
+                options["eager_start"] = True
+            make = functools.partial(asyncio.Task, **options)
         else:
             make = functools.partial(loop.create_task, name=CONSUMER_NAME)
         active = self._active
@@ -180,16 +197,18 @@ class ConsumerPool:
     # -- the consumer ----------------------------------------------------------
 
     async def _consume(self) -> None:
-        queue = self._queue
-        route = self._route
-        clock = self._clock
-        add_service_time = self._service_times.add
-        add_wait_time = self._wait_times.add
-        observers = self._observers
-        idle = self._idle
-        items = queue.items
-        take = queue.taker()
-        direct = self._direct
+        (
+            queue,
+            route,
+            clock,
+            add_service_time,
+            add_wait_time,
+            observers,
+            idle,
+            items,
+            take,
+            direct,
+        ) = self._locals
         broadcast = Delivery.BROADCAST
         task = asyncio.current_task()
         assert task is not None
