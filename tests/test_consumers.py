@@ -191,6 +191,21 @@ async def test_shrink_retires_only_idle_consumers(make_harness: MakeHarness) -> 
     assert h.pool.size == 0
 
 
+async def test_a_retired_consumer_passes_on_the_event_it_was_woken_for(
+    make_harness: MakeHarness,
+) -> None:
+    """A put wakes the longest-idle consumer; if the pool retires that one
+    before it runs, the event goes to another idle consumer, not nowhere."""
+    h = make_harness(echo_route)
+    h.pool.grow(2)
+    await asyncio.sleep(0)  # both consumers wait, the first one longest
+    event = h.put("woken")  # wakes the first consumer...
+    assert h.pool.shrink(1) == 1  # ...which is retired before it runs
+    async with asyncio.timeout(10):
+        assert await event.wait() == [Ok("woken")]
+    assert h.pool.size == 1
+
+
 async def test_stop_answers_running_events_with_event_cancelled(
     make_harness: MakeHarness,
 ) -> None:

@@ -3,7 +3,8 @@ closable.
 
 Besides ``put``, ``put_nowait``, ``get``, ``qsize``, ``open``, ``close``
 and ``drain``, the consumers read the storage itself (``items``, true while
-an event is queued) and take with :meth:`EventQueue.taker`, and the queue's
+an event is queued), take with :meth:`EventQueue.taker` and wait on
+:meth:`EventQueue.getter`, and the queue's
 monitor reads ``put_count`` and sleeps on ``put_waiter``. Closing makes every put raise
 :class:`~event_collector.exceptions.QueueClosed`, including the ones blocked
 on a full queue, which is what lets a shutdown finish while handlers are
@@ -170,24 +171,34 @@ class EventQueue:
 
     async def get(self) -> CollectorEvent[Any]:
         """Take the next event, waiting for one."""
-        if not self._items:
-            loop = asyncio.get_running_loop()
-            while not self._items:
-                fut: asyncio.Future[None] = loop.create_future()
-                self._getters.append(fut)
-                try:
-                    await fut
-                except BaseException:
-                    fut.cancel()
-                    try:
-                        self._getters.remove(fut)
-                    except ValueError:
-                        # Woken, then cancelled before running: another
-                        # getter must take the event we were woken for.
-                        if self._items:
-                            self._wake(self._getters)
-                    raise
+        while not self._items:
+            fut = self.getter()
+            try:
+                await fut
+            except BaseException:
+                self.forget_getter(fut)
+                raise
         return self.get_nowait()
+
+    def getter(self) -> asyncio.Future[None]:
+        """A future the next put resolves (it may find the event taken by
+        then: look again). A consumer awaits it in place of :meth:`get`, one
+        coroutine less each time it falls idle; if the wait ends in an
+        exception, it must call :meth:`forget_getter`."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._getters.append(fut)
+        return fut
+
+    def forget_getter(self, fut: asyncio.Future[None]) -> None:
+        """Withdraw a :meth:`getter` whose waiter was cancelled."""
+        fut.cancel()
+        try:
+            self._getters.remove(fut)
+        except ValueError:
+            # Woken, then cancelled before running: another getter must
+            # take the event this one was woken for.
+            if self._items:
+                self._wake(self._getters)
 
     @staticmethod
     def _wake(waiters: deque[asyncio.Future[None]]) -> None:

@@ -209,6 +209,7 @@ class ConsumerPool:
             take,
             direct,
         ) = self._locals
+        new_getter = queue.getter
         broadcast = Delivery.BROADCAST
         task = asyncio.current_task()
         assert task is not None
@@ -220,7 +221,15 @@ class ConsumerPool:
                     self._notify_idle()
                 idle[task] = None
                 try:
-                    event = await queue.get()
+                    # queue.get(), inlined: no coroutine per idle spell.
+                    while not items:
+                        getter = new_getter()
+                        try:
+                            await getter
+                        except BaseException:
+                            queue.forget_getter(getter)
+                            raise
+                    event = take()
                 finally:
                     idle.pop(task, None)
             self.busy += 1
