@@ -250,7 +250,6 @@ class LoadAverage:
 
     __slots__ = (
         "_bucket",
-        "_cells",
         "_clock",
         "_created",
         "_ends",
@@ -269,11 +268,11 @@ class LoadAverage:
         self._clock = clock
         self._created = clock()
         self._last = self._created
-        # One entry per segment: the time span (start, end] in seconds, the grid
-        # cell of its end (the merge key) and its weight, load x seconds.
+        # One entry per segment: the time span (start, end] in seconds and its
+        # weight, load x seconds. The grid cell of a segment's end is its
+        # merge key.
         self._starts: deque[float] = deque()
         self._ends: deque[float] = deque()
-        self._cells: deque[float] = deque()
         self._weights: deque[float] = deque()
         self._total = 0.0
         self._removed = 0
@@ -307,15 +306,14 @@ class LoadAverage:
         # here keeps a huge idle gap from inflating the running total.
         start = prev if prev > cutoff else cutoff
         weight = load * (now - start)
-        cell = now // self._bucket
-        cells = self._cells
-        if cells and cells[-1] == cell:
-            self._ends[-1] = now
+        bucket = self._bucket
+        ends = self._ends
+        if ends and ends[-1] // bucket == now // bucket:
+            ends[-1] = now
             self._weights[-1] += weight
         else:
             self._starts.append(start)
-            self._ends.append(now)
-            cells.append(cell)
+            ends.append(now)
             self._weights.append(weight)
         self._total += weight
 
@@ -326,7 +324,6 @@ class LoadAverage:
         while ends and ends[0] <= cutoff:
             ends.popleft()
             self._starts.popleft()
-            self._cells.popleft()
             self._total -= weights.popleft()
             removed += 1
         if removed:

@@ -514,10 +514,11 @@ class CollectorQueue:
         return arrivals.rate(now), departures.rate(now)
 
     def _wip(self, now: float) -> float:
-        if not self._warm(now):
+        arrivals = self._arrivals
+        if arrivals is None or not self._warm(now):
             return 0.0
-        arrival, _ = self._rates(now)
-        return arrival * self._service_times.mean()
+        arrivals.count = self._queue.put_count
+        return arrivals.rate(now) * self._service_times.mean()
 
     # -- life cycle ----------------------------------------------------------
 
