@@ -18,6 +18,7 @@ import pytest
 import typing_extensions
 from structlog.testing import capture_logs
 
+import event_collector._monitor as monitor_module
 import event_collector.queue as queue_module
 from conftest import FakeClock, Gate, wait_for, wait_reads
 from event_collector import (
@@ -759,7 +760,7 @@ async def test_shrinking_keeps_the_littles_law_work_in_progress(
     """wip = arrival rate x service time, plus the margin, bounds the shrink."""
     # Idle above its minimum, the monitor looks at the pool every
     # IDLE_SHRINK_INTERVAL of real time: 1 s would make this test take 12 s.
-    monkeypatch.setattr(queue_module, "IDLE_SHRINK_INTERVAL", 0.01)
+    monkeypatch.setattr(monitor_module, "IDLE_SHRINK_INTERVAL", 0.01)
     gate = Gate()
     queue = CollectorQueue(
         [Collector("g", gate)],

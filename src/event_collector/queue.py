@@ -25,13 +25,14 @@ from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
 from ._eventqueue import EventQueue, LifoEventQueue, PriorityEventQueue
-from .autoscale import load_ratio, next_pool_size
+from .autoscale import load_ratio
 from .collector import Collector
 from .consumers import ConsumerPool, current_owner
 from .data import cancelled
 from .exceptions import ConfigError
 from .log import Logger, get_logger, report_exception
 from .metrics import LoadAverage, RateMeter, ServiceWindow
+from ._monitor import Monitor
 from .publisher import DEFAULT_PRIORITY, EventPublisher, QueueType
 from .router import Router, SimpleRouter
 from .types import EventObserver
@@ -177,10 +178,6 @@ class ShutDownQueue(bus.Message):
 CROSS_THREAD_METRICS_TIMEOUT: float = 1.0
 """Seconds ``get_metrics`` called from another thread waits for the event
 loop to take the measurement before it reads without the loop."""
-
-IDLE_SHRINK_INTERVAL: float = 1.0
-"""Seconds between two looks of the monitor at an idle pool that is still
-above its minimum (the pool shrinks as the arrival rate decays)."""
 
 _QUEUE_CLASSES: dict[QueueType, type[EventQueue]] = {
     QueueType.FIFO: EventQueue,
@@ -554,13 +551,28 @@ class CollectorQueue:
         self._departures = RateMeter(
             self.metrics_collector_window_size, clock=self._clock
         )
+        monitor = Monitor(
+            self._queue,
+            self._pool,
+            clock=self._clock,
+            load_average=self._load_average,
+            arrivals=self._arrivals,
+            departures=self._departures,
+            wip=self._wip,
+            min_consumers=self.min_consumers,
+            max_consumers=self.max_consumers,
+            autoscale=self.autoscale,
+            interval=self.monitor_interval,
+            wip_margin=self.wip_margin,
+            log=self._log,
+        )
         self._hurry = asyncio.Event()
         self._queue.open()
         self._pool.grow(
             self.min_consumers if self.autoscale else self.max_consumers, eager=False
         )
         self._background.append(
-            loop.create_task(self._monitor(), name="event-collector-monitor")
+            loop.create_task(monitor.run(), name="event-collector-monitor")
         )
         if self.report_interval > 0:
             self._background.append(
@@ -720,81 +732,6 @@ class CollectorQueue:
         await self.shut_down_queue()
 
     # -- background tasks ------------------------------------------------------
-
-    async def _monitor(self) -> None:
-        """Check the load every ``monitor_interval`` seconds and resize the
-        pool; sleep without a timer while the queue is idle at its minimum."""
-        loop = asyncio.get_running_loop()
-        queue, pool, clock = self._queue, self._pool, self._clock
-        load_average = self._load_average
-        arrivals, departures = self._arrivals, self._departures
-        assert load_average is not None
-        assert arrivals is not None
-        assert departures is not None
-        floor = self.min_consumers if self.autoscale else self.max_consumers
-        while True:
-            now = clock()
-            qsize, busy, consumers = queue.qsize(), pool.busy, pool.size
-            load = load_ratio(qsize, busy, consumers)
-            load_average.add(load, now)
-            arrivals.count = queue.put_count
-            arrivals.sample(now)
-            departures.count = pool.finished
-            departures.sample(now)
-            if self.autoscale:
-                self._resize(now, qsize, busy, consumers, load)
-                # New consumers may have taken their first events already
-                # (eager tasks): look again before deciding to sleep.
-                qsize, busy = queue.qsize(), pool.busy
-            if qsize == 0 and busy == 0:
-                # Idle: sleep until the next put. Above the floor there is
-                # still a pool to shrink as the rates decay, which needs no
-                # 10 ms polling: a look every IDLE_SHRINK_INTERVAL will do.
-                waiter: asyncio.Future[None] = loop.create_future()
-                queue.put_waiter = waiter
-                if pool.size <= floor:
-                    await waiter
-                else:
-                    await asyncio.wait((waiter,), timeout=IDLE_SHRINK_INTERVAL)
-                    if queue.put_waiter is waiter:
-                        queue.put_waiter = None
-                # Nothing was queued or handled while we slept: load 0.
-                load_average.add(0.0, clock())
-            else:
-                await asyncio.sleep(self.monitor_interval)
-
-    def _resize(
-        self, now: float, qsize: int, busy: int, consumers: int, load: float
-    ) -> None:
-        if load < 1.0 and consumers == self.min_consumers:
-            return
-        assert self._load_average is not None
-        target = next_pool_size(
-            qsize=qsize,
-            busy=busy,
-            consumers=consumers,
-            min_consumers=self.min_consumers,
-            max_consumers=self.max_consumers,
-            avg_load=self._load_average.mean(now) if load < 1.0 else load,
-            wip=self._wip(now) if load < 1.0 else 0.0,
-            wip_margin=self.wip_margin,
-        )
-        if target > consumers:
-            # The consumers that will find an event waiting start now; the
-            # spare ones (the margin) once those have started their handlers.
-            added = target - consumers
-            urgent = min(added, qsize)
-            if urgent:
-                self._pool.grow(urgent)
-            if added > urgent:
-                asyncio.get_running_loop().call_soon(self._pool.grow, added - urgent)
-            self._log.debug("consumers added", consumers=target, load=load)
-        elif target < consumers:
-            retired = self._pool.shrink(consumers - target)
-            if retired:
-                self._log.debug(
-                    "consumers retired", consumers=consumers - retired, load=load
-                )
 
     async def _reporter(self) -> None:
         """Log the metrics and dispatch :class:`ReportedMetrics` every
