@@ -53,12 +53,12 @@ def machine() -> dict[str, Any]:
 
 
 def run_target(target: Target, loop: str, sizes: Sizes, repeat: int) -> Outcome:
-    """Run ``repeat`` rounds of ``target`` (baseline, then library, in each)
-    on ``loop``, and judge the medians."""
+    """Run ``repeat`` rounds of ``target`` on ``loop`` (the baseline first
+    in even rounds, the library first in odd ones), and judge the medians."""
     factory = loop_factory(loop)
     if target.name == "idle":
         repeat = max(1, min(repeat, sizes.max_idle_rounds))
-    rounds = [target.measure(factory, sizes) for _ in range(repeat)]
+    rounds = [target.measure(factory, sizes, i % 2 == 1) for i in range(repeat)]
     medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     verdict = target.judge(medians)
     return Outcome(

@@ -1,8 +1,10 @@
 """The performance targets: what one round measures, and how its medians
 are judged.
 
-A round measures the baseline first and then the library, in fresh loops
-of the same kind, so that repeating rounds alternates the two.
+A round measures the baseline and the library one after the other, in
+fresh loops of the same kind; which of the two goes first changes from one
+round to the next, so that neither always runs on a process the other has
+just warmed (or cluttered).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import math
 import random
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from event_collector import Ok
 
@@ -19,6 +22,9 @@ from . import baselines, library
 from ._loops import LoopFactory, run, run_counting_gc
 
 __all__ = ["FULL", "QUICK", "TARGETS", "Sizes", "Target", "Verdict", "percentile"]
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,7 +69,8 @@ class Verdict:
     met: bool
 
 
-Round = Callable[[LoopFactory, Sizes], dict[str, float]]
+Round = Callable[[LoopFactory, Sizes, bool], dict[str, float]]
+"""Measures one round: ``measure(factory, sizes, library_first)``."""
 Judge = Callable[[dict[str, float]], Verdict]
 
 
@@ -79,6 +86,18 @@ class Target:
     unit: str
     measure: Round
     judge: Judge
+
+
+def pair(
+    bare: Callable[[], A], lib: Callable[[], B], library_first: bool
+) -> tuple[A, B]:
+    """Run both sides of a round, the library first if asked; return the
+    baseline's result and the library's."""
+    if library_first:
+        lib_result = lib()
+        return bare(), lib_result
+    bare_result = bare()
+    return bare_result, lib()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -119,10 +138,15 @@ def _rates(
     }
 
 
-def _throughput(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+def _throughput(
+    factory: LoopFactory, sizes: Sizes, library_first: bool
+) -> dict[str, float]:
     n = sizes.throughput_events
-    bare = run_counting_gc(factory, lambda: baselines.bare_throughput(n, _ok_one))
-    lib = run_counting_gc(factory, lambda: library.library_throughput(n))
+    bare, lib = pair(
+        lambda: run_counting_gc(factory, lambda: baselines.bare_throughput(n, _ok_one)),
+        lambda: run_counting_gc(factory, lambda: library.library_throughput(n)),
+        library_first,
+    )
     return _rates(n, bare, lib)
 
 
@@ -141,18 +165,21 @@ def _judge_ratio(goal: float) -> Judge:
 # -- 2. I/O handlers, autoscaled pool vs a fixed pool ---------------------------
 
 
-def _io(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+def _io(factory: LoopFactory, sizes: Sizes, library_first: bool) -> dict[str, float]:
     n, latency, workers = sizes.io_events, sizes.io_latency, sizes.io_workers
 
     async def sleeper(value: object) -> int:
         await asyncio.sleep(latency)
         return 1
 
-    bare = run_counting_gc(
-        factory, lambda: baselines.bare_throughput(n, sleeper, workers)
-    )
-    lib = run_counting_gc(
-        factory, lambda: library.library_sleepers(n, latency, workers)
+    bare, lib = pair(
+        lambda: run_counting_gc(
+            factory, lambda: baselines.bare_throughput(n, sleeper, workers)
+        ),
+        lambda: run_counting_gc(
+            factory, lambda: library.library_sleepers(n, latency, workers)
+        ),
+        library_first,
     )
     return _rates(n, bare, lib)
 
@@ -160,10 +187,13 @@ def _io(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
 # -- 3. idle CPU ------------------------------------------------------------------
 
 
-def _idle(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+def _idle(factory: LoopFactory, sizes: Sizes, library_first: bool) -> dict[str, float]:
     seconds = sizes.idle_seconds
-    cpu, wall = run(factory, lambda: baselines.empty_idle(seconds))
-    lib_cpu, lib_wall = run(factory, lambda: library.library_idle(seconds))
+    (cpu, wall), (lib_cpu, lib_wall) = pair(
+        lambda: run(factory, lambda: baselines.empty_idle(seconds)),
+        lambda: run(factory, lambda: library.library_idle(seconds)),
+        library_first,
+    )
     burst_cpu, burst_wall = run(
         factory, lambda: library.library_idle(seconds, after_burst=sizes.idle_burst)
     )
@@ -182,10 +212,15 @@ def _judge_idle(medians: dict[str, float]) -> Verdict:
 # -- 4. memory per queued event -------------------------------------------------
 
 
-def _memory(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+def _memory(
+    factory: LoopFactory, sizes: Sizes, library_first: bool
+) -> dict[str, float]:
     n = sizes.memory_events
-    bare = run(factory, lambda: baselines.bare_memory(n))
-    lib = run(factory, lambda: library.library_memory(n))
+    bare, lib = pair(
+        lambda: run(factory, lambda: baselines.bare_memory(n)),
+        lambda: run(factory, lambda: library.library_memory(n)),
+        library_first,
+    )
     return {"bare_bytes_per_event": bare, "library_bytes_per_event": lib}
 
 
@@ -197,13 +232,16 @@ def _judge_memory(medians: dict[str, float]) -> Verdict:
 # -- 5. scale-up reaction ---------------------------------------------------------
 
 
-def _burst(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+def _burst(factory: LoopFactory, sizes: Sizes, library_first: bool) -> dict[str, float]:
     n, latency = sizes.burst_events, sizes.burst_latency
     goal = sizes.burst_consumers_goal
-    bare = run(factory, lambda: baselines.bare_burst(n, latency, n, goal))
-    elapsed, polled, handled, interval = run(
-        factory,
-        lambda: library.library_burst(n, latency, sizes.burst_max_consumers, goal),
+    bare, (elapsed, polled, handled, interval) = pair(
+        lambda: run(factory, lambda: baselines.bare_burst(n, latency, n, goal)),
+        lambda: run(
+            factory,
+            lambda: library.library_burst(n, latency, sizes.burst_max_consumers, goal),
+        ),
+        library_first,
     )
     return {
         "bare_completion_x": bare / latency,
@@ -213,6 +251,7 @@ def _burst(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
         "goal_seen_by_poller_ms": 1000 * polled,
         "goal_handlers_started_ms": 1000 * handled,
         "monitor_interval_ms": 1000 * interval,
+        "consumers_goal": goal,
     }
 
 
@@ -222,7 +261,8 @@ def _judge_burst(medians: dict[str, float]) -> Verdict:
     interval = medians["monitor_interval_ms"]
     return Verdict(
         completion,
-        f"{completion:.3f}x latency; 500 consumers after {reach:.1f} ms "
+        f"{completion:.3f}x latency; {medians['consumers_goal']:.0f} consumers "
+        f"after {reach:.1f} ms "
         f"(monitor interval {interval:.0f} ms)",
         completion <= 1.15 and reach <= interval,
     )
@@ -237,10 +277,15 @@ def _gaps(sizes: Sizes) -> list[float]:
     return [rng.expovariate(rate) for _ in range(sizes.latency_events)]
 
 
-def _latency(factory: LoopFactory, sizes: Sizes) -> dict[str, float]:
+def _latency(
+    factory: LoopFactory, sizes: Sizes, library_first: bool
+) -> dict[str, float]:
     gaps, service = _gaps(sizes), sizes.latency_service
-    bare = run(factory, lambda: baselines.bare_latency(gaps, service))
-    lib = run(factory, lambda: library.library_latency(gaps, service))
+    bare, lib = pair(
+        lambda: run(factory, lambda: baselines.bare_latency(gaps, service)),
+        lambda: run(factory, lambda: library.library_latency(gaps, service)),
+        library_first,
+    )
     return {
         "bare_p50_ms": 1000 * percentile(bare, 0.5),
         "bare_p99_ms": 1000 * percentile(bare, 0.99),

@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from benchmarks import QUICK, TARGETS, Outcome, main, run_target
+from benchmarks._loops import LoopFactory
 from benchmarks.runner import format_by_loop, format_table
-from benchmarks.targets import Verdict, percentile
+from benchmarks.targets import Sizes, Target, Verdict, pair, percentile
 
 # Smaller still than --quick: this only checks that every workload runs.
 TINY = dataclasses.replace(
@@ -50,6 +52,7 @@ MEDIAN_KEYS = {
         "goal_seen_by_poller_ms",
         "goal_handlers_started_ms",
         "monitor_interval_ms",
+        "consumers_goal",
     },
     "latency": {"bare_p50_ms", "bare_p99_ms", "library_p50_ms", "library_p99_ms"},
 }
@@ -253,21 +256,23 @@ def test_scaleup_judge_wants_both_completion_and_reach(
         "library_completion_x": completion,
         "library_time_to_goal_ms": reach,
         "monitor_interval_ms": 10.0,
+        "consumers_goal": 500,
     }
     verdict = TARGETS["scaleup"].judge(medians)
     assert (verdict.figure, verdict.met) == (completion, met)
 
 
 def test_scaleup_verdict_text() -> None:
-    """The text gives the completion, when the goal was reached and the
-    monitor interval."""
+    """The text gives the completion, when the consumer goal (the sizes')
+    was reached and the monitor interval."""
     medians = {
         "library_completion_x": 1.1234,
         "library_time_to_goal_ms": 7.31,
         "monitor_interval_ms": 10.0,
+        "consumers_goal": 20,
     }
     assert TARGETS["scaleup"].judge(medians).text == (
-        "1.123x latency; 500 consumers after 7.3 ms (monitor interval 10 ms)"
+        "1.123x latency; 20 consumers after 7.3 ms (monitor interval 10 ms)"
     )
 
 
@@ -294,3 +299,38 @@ def test_latency_judge_allows_one_millisecond_over_bare(
     verdict = TARGETS["latency"].judge(medians)
     assert verdict.figure == pytest.approx(extra)
     assert (verdict.text, verdict.met) == (text, met)
+
+
+@pytest.mark.parametrize("library_first", [False, True])
+def test_pair_runs_the_asked_side_first_and_answers_in_one_order(
+    library_first: bool,
+) -> None:
+    ran: list[str] = []
+
+    def side(name: str) -> Callable[[], str]:
+        def measure() -> str:
+            ran.append(name)
+            return name
+
+        return measure
+
+    assert pair(side("bare"), side("lib"), library_first) == ("bare", "lib")
+    assert ran == (["lib", "bare"] if library_first else ["bare", "lib"])
+
+
+def test_rounds_alternate_which_side_goes_first() -> None:
+    """Round 0 measures the baseline first, round 1 the library, and so on."""
+    flags: list[bool] = []
+
+    def measure(
+        factory: LoopFactory, sizes: Sizes, library_first: bool
+    ) -> dict[str, float]:
+        flags.append(library_first)
+        return {"bare": 1.0, "lib": 2.0}
+
+    def judge(medians: dict[str, float]) -> Verdict:
+        return Verdict(medians["lib"], "", True)
+
+    fake = Target("fake", "fake", "none", "bare", "lib", "x", measure, judge)
+    run_target(fake, "asyncio", TINY, repeat=4)
+    assert flags == [False, True, False, True]
