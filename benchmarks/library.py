@@ -47,12 +47,7 @@ async def library_throughput(count: int) -> float:
     async with make_queue(
         _trivial, min_consumers=1, max_consumers=1, autoscale=False
     ) as queue:
-        send = queue.get_publisher().send
-        start = time.perf_counter()
-        events = [await send(i) for i in range(count)]
-        for event in events:
-            await event.wait()
-        return time.perf_counter() - start
+        return await _send_and_await(queue, count)
 
 
 async def library_sleepers(count: int, latency: float, max_consumers: int) -> float:
@@ -64,12 +59,18 @@ async def library_sleepers(count: int, latency: float, max_consumers: int) -> fl
         return 1
 
     async with make_queue(sleeper, max_consumers=max_consumers) as queue:
-        send = queue.get_publisher().send
-        start = time.perf_counter()
-        events = [await send(i) for i in range(count)]
-        for event in events:
-            await event.wait()
-        return time.perf_counter() - start
+        return await _send_and_await(queue, count)
+
+
+async def _send_and_await(queue: CollectorQueue, count: int) -> float:
+    """Seconds to send ``count`` events, then await every answer, as
+    :func:`benchmarks.baselines.bare_throughput` does."""
+    send = queue.get_publisher().send
+    start = time.perf_counter()
+    events = [await send(i) for i in range(count)]
+    for event in events:
+        await event.wait()
+    return time.perf_counter() - start
 
 
 async def library_idle(seconds: float, *, after_burst: int = 0) -> tuple[float, float]:
