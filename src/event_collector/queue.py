@@ -25,6 +25,7 @@ from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
 from ._eventqueue import EventQueue, LifoEventQueue, PriorityEventQueue
+from ._monitor import Monitor
 from .autoscale import load_ratio
 from .collector import Collector
 from .consumers import ConsumerPool, current_owner
@@ -32,7 +33,6 @@ from .data import cancelled
 from .exceptions import ConfigError
 from .log import Logger, get_logger, report_exception
 from .metrics import LoadAverage, RateMeter, ServiceWindow
-from ._monitor import Monitor
 from .publisher import DEFAULT_PRIORITY, EventPublisher, QueueType
 from .router import Router, SimpleRouter
 from .types import EventObserver
