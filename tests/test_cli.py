@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,28 @@ def test_python_dash_m() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"event-collector {__version__}"
+
+
+def test_the_extras_are_imported_only_when_used() -> None:
+    # structlog imports rich when it is installed, so rich is blocked here
+    # (an import of it fails) while matplotlib is left importable (it must
+    # not be imported).
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["rich"] = None
+        import event_collector
+        import event_collector.cli
+        import event_collector.demo
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,267 @@
+"""What ``event-collector demo`` shows: the live view and the summary (rich),
+and the chart (matplotlib).
+
+Both packages come with the ``cli`` extra and are imported only inside the
+functions that use them (the command checks first, with :func:`require`,
+that they are installed): importing this module needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from .demo import (
+    DEMO_METRICS_WARMUP_INTERVAL,
+    DEMO_METRICS_WINDOW,
+    DemoConfig,
+    DemoReport,
+    Sample,
+    profile_rate,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+__all__ = [
+    "CLI_EXTRA",
+    "LiveView",
+    "MissingExtra",
+    "print_summary",
+    "require",
+    "rich_console",
+    "write_plot",
+]
+
+CLI_EXTRA = 'pip install "event-collector[cli]"'
+"""The command that installs the ``cli`` extra's packages."""
+
+
+class MissingExtra(Exception):
+    """An optional package of the ``cli`` extra is not installed."""
+
+    def __init__(self, package: str, feature: str) -> None:
+        super().__init__(
+            f"event-collector: {feature} needs {package}, which is not installed.\n"
+            f"Install the command's extras with: {CLI_EXTRA}"
+        )
+
+
+def require(package: str, *, feature: str) -> None:
+    """Import ``package`` (``"rich"``, ``"matplotlib"``), or raise
+    :class:`MissingExtra` naming the ``feature`` that needs it."""
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise MissingExtra(package, feature) from None
+
+
+def rich_console(stream: TextIO) -> Console:
+    """A rich console writing to ``stream``."""
+    from rich.console import Console
+
+    return Console(file=stream)
+
+
+class LiveView:
+    """A rich view of the latest sample, with a progress bar."""
+
+    def __init__(self, config: DemoConfig, console: Console) -> None:
+        from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._config = config
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._task = self._progress.add_task(
+            f"{config.profile} load, peak {config.rate:g} events/s",
+            total=config.duration,
+        )
+        self._peaks: dict[str, float] = {}
+        self._live = Live(
+            self._render(None), console=console, refresh_per_second=8, transient=False
+        )
+
+    def __enter__(self) -> LiveView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def update(self, sample: Sample) -> None:
+        self._progress.update(self._task, completed=sample.t)
+        self._live.update(self._render(sample))
+
+    def _render(self, sample: Sample | None) -> RenderableType:
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(show_header=True, header_style="bold", expand=False)
+        table.add_column("metric")
+        table.add_column("now", justify="right")
+        table.add_column("peak", justify="right")
+        if sample is not None:
+            m = sample.metrics
+            peaks = self._peaks
+            for name, value, fmt in (
+                ("offered rate", sample.offered_rate, "{:.0f}/s"),
+                ("arrival rate", m.arrival_rate, "{:.0f}/s"),
+                ("departure rate", m.departure_rate, "{:.0f}/s"),
+                ("consumers", m.consumers, "{:.0f}"),
+                ("busy", m.busy, "{:.0f}"),
+                ("queue size", m.qsize, "{:.0f}"),
+                ("load", m.load, "{:.2f}"),
+                ("average load", m.avg_load, "{:.2f}"),
+                ("wip (Little's law)", m.wip, "{:.1f}"),
+                ("service time", m.service_time * 1000, "{:.1f} ms"),
+                ("wait time", m.wait_time * 1000, "{:.1f} ms"),
+            ):
+                peak = peaks[name] = max(peaks.get(name, value), value)
+                table.add_row(name, fmt.format(value), fmt.format(peak))
+            table.add_row("sent / answered", f"{sample.sent} / {m.event_count}", "")
+        return Group(table, self._progress)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of ``values`` by the nearest-rank method."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else 0.0
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
+    config = report.config
+    last = report.samples[-1].metrics if report.samples else None
+    waits = report.wait_times
+    sent_rate = report.sent / config.duration if config.duration else 0.0
+    return [
+        ("profile", f"{config.profile}, peak {config.rate:g} events/s"),
+        ("handler latency", f"{_ms(config.latency)} ± {_ms(config.spread)}"),
+        ("run time", f"{report.elapsed:.1f} s (load {config.duration:g} s)"),
+        ("events sent", f"{report.sent} ({sent_rate:.1f} events/s)"),
+        ("answered ok", str(report.ok)),
+        ("handler errors", str(report.failed)),
+        ("cancelled at shutdown", str(report.cancelled)),
+        (
+            "consumers: peak / last",
+            f"{report.peak('consumers'):.0f} / {last.consumers if last else 0}",
+        ),
+        ("peak queue size", f"{report.peak('qsize'):.0f}"),
+        ("peak arrival rate", f"{report.peak('arrival_rate'):.1f} events/s"),
+        ("mean service time", _ms(_mean(report.service_times))),
+        (
+            "wait time: mean / p50 / p95 / max",
+            " / ".join(
+                f"{v * 1000:.0f}"
+                for v in (
+                    _mean(waits),
+                    _percentile(waits, 0.5),
+                    _percentile(waits, 0.95),
+                    max(waits, default=0.0),
+                )
+            )
+            + " ms",
+        ),
+    ]
+
+
+def print_summary(report: DemoReport, console: Console) -> None:
+    """Print the table that ends a run: what was sent, answered and measured."""
+    from rich.table import Table
+
+    table = Table(title="event-collector demo: summary", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    for name, value in _summary_rows(report):
+        table.add_row(name, value)
+    console.print(table)
+
+
+def write_plot(report: DemoReport, path: str | Path) -> None:
+    """Write a PNG chart of the timeline: consumers and queue size against
+    the arrival rate, and the wait and service times.
+
+    Uses matplotlib's Agg renderer through :class:`matplotlib.figure.Figure`,
+    so no GUI backend and no global pyplot state are involved.
+    """
+    from matplotlib.figure import Figure
+
+    config = report.config
+    samples = report.samples
+    t = [s.t for s in samples]
+    # Averages read 0 during the warm-up: leave them out rather than draw a
+    # misleading drop to 0.
+    warm = [s for s in samples if s.t >= DEMO_METRICS_WARMUP_INTERVAL]
+    tw = [s.t for s in warm]
+    steps = 400
+    t_offered = [config.duration * i / steps for i in range(steps + 1)]
+    offered = [
+        profile_rate(config.profile, x, rate=config.rate, duration=config.duration)
+        for x in t_offered
+    ]
+
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    top.step(t, [s.metrics.consumers for s in samples], where="post", label="consumers")
+    top.plot(t, [s.metrics.qsize for s in samples], color="tab:red", label="queue size")
+    top.set_ylabel("consumers, events queued")
+    top.set_ylim(bottom=0)
+    rates = top.twinx()
+    rates.plot(
+        t_offered, offered, linestyle="--", color="tab:gray", label="offered rate"
+    )
+    rates.plot(
+        tw,
+        [s.metrics.arrival_rate for s in warm],
+        color="tab:green",
+        label=f"arrival rate ({DEMO_METRICS_WINDOW:g} s window)",
+    )
+    rates.set_ylabel("events/s")
+    rates.set_ylim(bottom=0)
+    lines = top.get_lines() + rates.get_lines()
+    top.legend(lines, [str(line.get_label()) for line in lines], loc="upper left")
+    bottom.plot(
+        tw,
+        [s.metrics.wait_time * 1000 for s in warm],
+        label="wait time (send to answer)",
+    )
+    bottom.plot(
+        tw,
+        [s.metrics.service_time * 1000 for s in warm],
+        label="service time (handler)",
+    )
+    bottom.set_ylabel("ms, mean of recent events")
+    bottom.set_ylim(bottom=0)
+    bottom.set_xlabel("seconds")
+    bottom.set_xlim(0, config.duration)
+    bottom.legend(loc="lower right")
+    fig.suptitle(
+        f"event-collector demo: {config.profile} load, peak {config.rate:g} "
+        f"events/s, handler {config.latency * 1000:g} ± {config.spread * 1000:g} ms"
+    )
+    fig.savefig(path, format="png", dpi=100)
