@@ -194,6 +194,7 @@ def _idle(factory: LoopFactory, sizes: Sizes, library_first: bool) -> dict[str, 
         lambda: run(factory, lambda: library.library_idle(seconds)),
         library_first,
     )
+    # Not judged, and the library's only: measured last in every round.
     burst_cpu, burst_wall = run(
         factory, lambda: library.library_idle(seconds, after_burst=sizes.idle_burst)
     )

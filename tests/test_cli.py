@@ -257,6 +257,8 @@ def test_python_dash_m() -> None:
 
 
 def test_the_extras_are_imported_only_when_used() -> None:
+    """The CLI modules import without rich, and without importing
+    matplotlib: both are needed only when the demo draws or shows."""
     # structlog imports rich when it is installed, so rich is blocked here
     # (an import of it fails) while matplotlib is left importable (it must
     # not be imported).

@@ -139,9 +139,10 @@ class CollectorEvent(Generic[T]):
     def get_result(self) -> ResultList | None:
         """The results, or ``None`` while the event is not answered.
 
-        An event answered by a single collector keeps only what its handler
-        returned, and each read makes a new ``ResultList`` of it: two reads
-        give equal lists, not the same list.
+        An event the consumer handed straight to the queue's lone collector
+        keeps only what its handler returned, and each read makes a new
+        ``ResultList`` of it: two reads give equal lists, not the same list.
+        Treat the list as read-only.
         """
         answer = self._answer
         if isinstance(answer, ResultList):
