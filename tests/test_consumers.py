@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from conftest import FakeClock, Gate
 from event_collector._eventqueue import EventQueue
-from event_collector.consumers import ConsumerPool, current_owner
+from event_collector.consumers import CONSUMER_NAME, ConsumerPool, current_owner
 from event_collector.data import Error, Ok, Payload, ResultList
 from event_collector.exceptions import EventCancelled
 from event_collector.log import get_logger
@@ -315,3 +315,27 @@ async def test_grow_without_eager_start_waits_for_the_loop(
     assert started == []
     assert await event.wait() == [Ok("x")]
     assert started == ["x"]
+
+
+def test_a_loop_with_its_own_create_task_makes_the_consumers() -> None:
+    """The pool creates its tasks directly only on a loop whose create_task
+    is asyncio's own; a loop that overrides it (to trace tasks, say) gets
+    every non-eager consumer through it."""
+    names: list[str | None] = []
+
+    class TracingLoop(asyncio.SelectorEventLoop):
+        def create_task(self, coro: Any, **options: Any) -> Any:
+            names.append(options.get("name"))
+            return super().create_task(coro, **options)
+
+    async def main() -> None:
+        h = Harness(echo_route, FakeClock())
+        try:
+            h.pool.grow(2, eager=False)
+            assert await h.put("traced").wait() == [Ok("traced")]
+        finally:
+            await h.pool.stop()
+
+    with asyncio.Runner(loop_factory=TracingLoop) as runner:
+        runner.run(main())
+    assert names.count(CONSUMER_NAME) == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,6 +91,17 @@ async def test_a_lone_handlers_answer_is_made_a_result_list_when_read() -> None:
             assert event.get_result() == results
         # A ResultList returned is one value, not the event's results.
         assert await as_list.wait() == [Ok(made["list"])]
+
+
+def test_a_copied_or_unpickled_pending_event_is_still_pending() -> None:
+    event: CollectorEvent[int] = CollectorEvent(7, DEFAULT_PRIORITY, 0.0)
+    for twin in (copy.copy(event), copy.deepcopy(event)):
+        assert not twin.is_done()
+        assert twin.get_result() is None
+    thawed = pickle.loads(pickle.dumps(event))
+    assert not thawed.is_done()
+    assert thawed.payload.value == 7
+    assert "pending" in repr(thawed)
 
 
 async def test_a_plain_values_payload_is_made_once_when_read() -> None:

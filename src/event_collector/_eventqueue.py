@@ -104,7 +104,8 @@ class EventQueue:
 
         For an unbounded FIFO or LIFO queue it is the deque's own ``popleft``
         or ``pop``: no putter can be waiting for room there. Otherwise it is
-        :meth:`get_nowait`. Decided once, by the consumer, not per event.
+        :meth:`get_nowait`. Decided once, by the consumer pool, not per
+        event.
         """
         take: Callable[[], CollectorEvent[Any]]
         take = self.get_nowait if self._maxsize else self._items.popleft
@@ -181,10 +182,11 @@ class EventQueue:
         return self.get_nowait()
 
     def getter(self) -> asyncio.Future[None]:
-        """A future the next put resolves (it may find the event taken by
-        then: look again). A consumer awaits it in place of :meth:`get`, one
-        coroutine less each time it falls idle; if the wait ends in an
-        exception, it must call :meth:`forget_getter`."""
+        """A future resolved by a put when it is the oldest waiting one (the
+        event may be taken by the time its waiter runs: look again). A
+        consumer awaits it in place of :meth:`get`, one coroutine less each
+        time it falls idle; if the wait ends in an exception, it must call
+        :meth:`forget_getter`."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._getters.append(fut)
         return fut

@@ -61,7 +61,7 @@ class ConsumerPool:
     It keeps the counts the metrics and the autoscaler need (``busy``,
     ``finished``) and the service and wait time windows, updated in O(1) per
     event. Consumers retire without sentinels: the pool cancels idle ones,
-    which are waiting in ``get`` and hold no event.
+    which are waiting for a put and hold no event.
     """
 
     def __init__(
@@ -137,13 +137,16 @@ class ConsumerPool:
         copy = base.copy
         loop = asyncio.get_running_loop()
         make: Callable[..., asyncio.Task[None]]
-        if loop.get_task_factory() is None:
-            # The Task itself: loop.create_task would add a Python call per
-            # consumer on asyncio's own loop.
-            options: dict[str, Any] = {"loop": loop, "name": CONSUMER_NAME}
-            if eager and sys.version_info >= (3, 12):
-                options["eager_start"] = True
-            make = functools.partial(asyncio.Task, **options)
+        if loop.get_task_factory() is not None:
+            make = functools.partial(loop.create_task, name=CONSUMER_NAME)
+        elif eager and sys.version_info >= (3, 12):
+            make = functools.partial(
+                asyncio.Task, loop=loop, name=CONSUMER_NAME, eager_start=True
+            )
+        elif type(loop).create_task is asyncio.BaseEventLoop.create_task:
+            # The Task itself: asyncio's create_task would only add a Python
+            # call per consumer. A loop with a create_task of its own keeps it.
+            make = functools.partial(asyncio.Task, loop=loop, name=CONSUMER_NAME)
         else:
             make = functools.partial(loop.create_task, name=CONSUMER_NAME)
         active = self._active

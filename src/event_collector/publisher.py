@@ -36,8 +36,15 @@ class QueueType(enum.Enum):
 
 _ids = itertools.count(1)
 
-#: ``CollectorEvent._answer`` of an event not answered yet.
-_PENDING: Any = object()
+
+class _Pending(enum.Enum):
+    """The answer of an event not answered yet: a member of an enum, so that
+    a copied or unpickled event is still pending."""
+
+    PENDING = "pending"
+
+
+_PENDING = _Pending.PENDING
 
 
 class CollectorEvent(Generic[T]):
@@ -139,10 +146,11 @@ class CollectorEvent(Generic[T]):
     def get_result(self) -> ResultList | None:
         """The results, or ``None`` while the event is not answered.
 
-        An event the consumer handed straight to the queue's lone collector
-        keeps only what its handler returned, and each read makes a new
-        ``ResultList`` of it: two reads give equal lists, not the same list.
-        Treat the list as read-only.
+        An event the consumer handed straight to the queue's lone plain
+        collector, whose handler returned, keeps only what the handler
+        returned, and each read makes a new ``ResultList`` of it: two reads
+        give lists of the same results, not the same list. Treat the list
+        as read-only.
         """
         answer = self._answer
         if isinstance(answer, ResultList):
