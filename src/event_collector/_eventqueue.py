@@ -4,8 +4,8 @@ closable.
 Besides ``put``, ``put_nowait``, ``get``, ``qsize``, ``open``, ``close``
 and ``drain``, the consumers read the storage itself (``items``, true while
 an event is queued), take with :meth:`EventQueue.taker` and wait on
-:meth:`EventQueue.getter`, and the queue's
-monitor reads ``put_count`` and sleeps on ``put_waiter``. Closing makes every put raise
+:meth:`EventQueue.getter`, and the queue's monitor reads ``put_count`` and
+sleeps on ``put_waiter``. Closing makes every put raise
 :class:`~event_collector.exceptions.QueueClosed`, including the ones blocked
 on a full queue, which is what lets a shutdown finish while handlers are
 blocked publishing back into their own queue.

@@ -155,9 +155,9 @@ class ResultList(list[Ok[Any] | Error]):
         return f"ResultList({list.__repr__(self)})"
 
 
-RESULT_TYPES: tuple[type[Ok[Any]], type[Error]] = (Ok, Error)
-"""The result classes, as a tuple: ``isinstance`` checks a tuple faster
-than a union, and the consumers check every handler's answer."""
+# The result classes as a tuple: isinstance checks a tuple faster than a
+# union, and as_result runs once per read of a lone handler's answer.
+_RESULT_TYPES: tuple[type[Ok[Any]], type[Error]] = (Ok, Error)
 
 
 def cancelled(reason: str) -> ResultList:
@@ -168,7 +168,7 @@ def cancelled(reason: str) -> ResultList:
 
 def as_result(value: object) -> Ok[Any] | Error:
     """Return ``value`` if it is a result, else ``Ok(value)``."""
-    if isinstance(value, RESULT_TYPES):
+    if isinstance(value, _RESULT_TYPES):
         return value
     return Ok(value)
 

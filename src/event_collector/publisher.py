@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .data import RESULT_TYPES, Error, Ok, Payload, ResultList
+from .data import Error, Payload, ResultList, as_result
 from .exceptions import QueueClosed
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class CollectorEvent(Generic[T]):
             return answer
         if answer is _PENDING:
             return None
-        return ResultList((answer if isinstance(answer, RESULT_TYPES) else Ok(answer),))
+        return ResultList((as_result(answer),))
 
     def _errors(self) -> tuple[Error, ...]:
         """The ``Error`` results of an answered event, without making a

@@ -502,20 +502,24 @@ class CollectorQueue:
             average.add(self.current_load().ratio, now)
         return average.mean(now)
 
-    def _rates(self, now: float) -> tuple[float, float]:
-        arrivals, departures = self._arrivals, self._departures
-        if arrivals is None or departures is None:
-            return 0.0, 0.0
-        arrivals.count = self._queue.put_count
-        departures.count = self._pool.finished
-        return arrivals.rate(now), departures.rate(now)
-
-    def _wip(self, now: float) -> float:
+    def _arrival_rate(self, now: float) -> float:
         arrivals = self._arrivals
-        if arrivals is None or not self._warm(now):
+        if arrivals is None:
             return 0.0
         arrivals.count = self._queue.put_count
-        return arrivals.rate(now) * self._service_times.mean()
+        return arrivals.rate(now)
+
+    def _rates(self, now: float) -> tuple[float, float]:
+        departures = self._departures
+        if departures is None:
+            return 0.0, 0.0
+        departures.count = self._pool.finished
+        return self._arrival_rate(now), departures.rate(now)
+
+    def _wip(self, now: float) -> float:
+        if not self._warm(now):
+            return 0.0
+        return self._arrival_rate(now) * self._service_times.mean()
 
     # -- life cycle ----------------------------------------------------------
 
