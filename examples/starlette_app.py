@@ -4,12 +4,15 @@ The queue starts and stops with the application (its lifespan). Each
 ``POST /events`` publishes the request's JSON body and answers with the
 collectors' results; ``GET /metrics`` serves the queue's Prometheus metrics.
 
-Run it with (from the repository root)::
+Run it with (from the root of the repository's checkout)::
 
-    pip install "event-collector[prometheus]" starlette uvicorn
+    pip install -e ".[prometheus]" starlette uvicorn
     uvicorn --app-dir examples starlette_app:app
 
     curl -s -X POST localhost:8000/events -d '{"order": 42, "items": 3}'
+
+Stop it with Ctrl-C or SIGTERM: the server finishes the requests it has,
+then runs the lifespan's exit, which drains the queue and shuts it down.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from event_collector import Collector, CollectorQueue, Context, Error, Ok, Payload
+from event_collector import (
+    Collector,
+    CollectorQueue,
+    Context,
+    Error,
+    Ok,
+    Payload,
+    QueueClosed,
+)
 from event_collector.prometheus import instrument
 
 RESULT_TIMEOUT = 30.0
@@ -57,6 +68,9 @@ def as_json(result: Ok[Any] | Error) -> dict[str, Any]:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    # No signal handler here: the server owns SIGTERM and Ctrl-C. It stops
+    # taking connections, finishes the requests in flight, and only then
+    # leaves this block, so the queue drains after the last request.
     queue = CollectorQueue(
         [Collector("store", store), Collector("count", count_fields)],
         max_consumers=200,
@@ -78,7 +92,11 @@ async def post_event(request: Request) -> Response:
     except ValueError:
         return JSONResponse({"error": "the body must be JSON"}, status_code=400)
     queue: CollectorQueue = request.app.state.queue
-    event = await queue.get_publisher().send(body)
+    try:
+        event = await queue.get_publisher().send(body)
+    except QueueClosed:
+        # The queue has shut down: the application is stopping.
+        return JSONResponse({"error": "shutting down"}, status_code=503)
     try:
         results = await event.wait(timeout=RESULT_TIMEOUT)
     except TimeoutError:

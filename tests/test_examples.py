@@ -104,3 +104,19 @@ async def test_starlette_app_publishes_posted_bodies(
         (("kind", "ValueError"), ("queue", "http")),
     )
     assert samples[errors] == 1
+
+
+async def test_starlette_app_answers_503_once_the_queue_has_shut_down(
+    starlette_app: ModuleType,
+) -> None:
+    app = starlette_app.app
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with app.router.lifespan_context(app):
+            before = await client.post("/events", json={"order": 1})
+        # The lifespan's exit has shut the queue down; a late request comes in.
+        assert not app.state.queue.is_running
+        after = await client.post("/events", json={"order": 2})
+    assert before.status_code == 200
+    assert after.status_code == 503
+    assert after.json() == {"error": "shutting down"}
