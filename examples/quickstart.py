@@ -1,4 +1,7 @@
-"""Quick start: the specification's context-manager example, made runnable.
+"""Quick start: the async-context-manager example of the specification of
+``event_collector.queue`` (the page that module implements, which
+``docs/queue.rst`` follows), made runnable: the handler it imports from
+``your_application`` is defined here.
 
 Run it with ``python examples/quickstart.py``. It starts a collector queue
 with one collector, sends 100 payloads, waits for each result and prints it.

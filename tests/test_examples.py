@@ -176,3 +176,73 @@ def test_every_install_command_installs_this_checkout() -> None:
             assert not [a for a in others if "event" in a], (page, args)
             checked += 1
     assert checked >= 8
+
+
+def readme_python() -> str:
+    """The first Python block of the README."""
+    found = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert found
+    return found[1]
+
+
+def rst_python(page: str) -> str:
+    """The first ``code-block:: python`` of a docs page, dedented."""
+    lines = (ROOT / "docs" / page).read_text().splitlines()
+    start = lines.index(".. code-block:: python") + 2
+    block = []
+    for line in lines[start:]:
+        if line and not line.startswith("   "):
+            break
+        block.append(line[3:])
+    return "\n".join(block).strip("\n") + "\n"
+
+
+def test_index_page_and_readme_show_the_same_example() -> None:
+    assert rst_python("index.rst") == readme_python()
+
+
+def test_readme_example_prints_only_its_results() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", readme_python()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # logging=False: no structlog line (they go to stdout) among the results.
+    assert proc.stdout.splitlines() == [str(2 * n) for n in range(1000)]
+    assert proc.stderr == ""
+
+
+@pytest.mark.slow
+def test_readme_docs_build_command_works_after_its_install(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(
+        r"```sh\n(bash scripts/test --install-only)\n(\.venv/bin/sphinx-build .*)\n```",
+        readme,
+    )
+    assert found, "the README's docs build command and its install"
+    # The install step installs the docs extra, which brings Sphinx and the
+    # theme docs/conf.py names.
+    assert 'pip install -q -e ".[test,lint,docs]"' in (
+        (ROOT / "scripts" / "test").read_text()
+    )
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert {"sphinx", "furo"} <= {re.split(r"[<>=]", r)[0] for r in extras["docs"]}
+    # The command itself, with this interpreter's Sphinx and a scratch output.
+    command = shlex.split(found[2])
+    assert command[0] == ".venv/bin/sphinx-build"
+    assert command[-1] == "docs/_build/html"
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", *command[1:-1], "-q", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    assert (tmp_path / "api" / "queue.html").is_file()
