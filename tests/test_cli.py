@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import event_collector.cli
 from event_collector import __version__
+from event_collector._demo_output import LiveView, plot_format, print_summary
 from event_collector.cli import (
+    DEMO_METRICS_WARMUP_INTERVAL,
     PROFILES,
     DemoConfig,
+    DemoReport,
+    Sample,
     arrival_times,
     main,
     profile_rate,
     run_demo,
 )
+from event_collector.queue import Metrics
 
 METRIC_FIELDS = {
     "timestamp",
@@ -34,6 +45,53 @@ METRIC_FIELDS = {
     "wip",
     "event_count",
 }
+
+
+def make_metrics(**figures: Any) -> Metrics:
+    """A metrics snapshot: zeros, but for the ``figures`` given."""
+    fields: dict[str, Any] = {
+        "timestamp": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+        "qsize": 0,
+        "busy": 0,
+        "consumers": 1,
+        "load": 0.0,
+        "avg_load": 0.0,
+        "service_time": 0.0,
+        "wait_time": 0.0,
+        "arrival_rate": 0.0,
+        "departure_rate": 0.0,
+        "wip": 0.0,
+        "event_count": 0,
+    }
+    return Metrics(**(fields | figures))
+
+
+def make_report(config: DemoConfig, **measured: Any) -> DemoReport:
+    """A report of a run that sent nothing, but for what ``measured`` says."""
+    fields: dict[str, Any] = {
+        "samples": [],
+        "sent": 0,
+        "ok": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "elapsed": config.duration,
+        "wait_times": [],
+        "service_times": [],
+        "queue_delays": [],
+    }
+    return DemoReport(config=config, **(fields | measured))
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The rows of the rich tables in ``text``: the first cell of each row,
+    mapped to the others."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) > 1:
+            rows[cells[0]] = cells[1:]
+    return rows
+
 
 # -- load profiles: pure functions of time -------------------------------------
 
@@ -129,6 +187,100 @@ async def test_run_demo_reports_what_it_sent() -> None:
 
 
 @pytest.mark.slow
+async def test_run_demo_measures_the_queue_delay() -> None:
+    # One consumer offered about as much as it can take: events queue.
+    config = DemoConfig(
+        profile="steady",
+        rate=100.0,
+        latency=0.01,
+        spread=0.0,
+        max_consumers=1,
+        duration=1.5,
+        interval=0.3,
+        seed=5,
+    )
+    report = await run_demo(config)
+    assert report.answered > 0
+    assert len(report.queue_delays) == len(report.wait_times) == report.answered
+    for delay, service, wait in zip(
+        report.queue_delays, report.service_times, report.wait_times, strict=True
+    ):
+        assert delay >= 0.0
+        assert delay + service == pytest.approx(wait)
+    assert max(report.queue_delays) > 0.0
+    # The samples' queue delay is a mean over the same events as the queue's
+    # wait and service times, and reads 0 during the warm-up like them.
+    cold = [s for s in report.samples if s.t < DEMO_METRICS_WARMUP_INTERVAL]
+    warm = [s for s in report.samples if s.t > DEMO_METRICS_WARMUP_INTERVAL]
+    assert len(cold) == 3
+    assert len(warm) == 2
+    assert [s.queue_delay for s in cold] == [0.0] * 3
+    for sample in warm:
+        m = sample.metrics
+        assert sample.queue_delay == pytest.approx(m.wait_time - m.service_time)
+        assert sample.queue_delay > 0.0
+        assert sample.as_dict()["queue_delay"] == sample.queue_delay
+
+
+ANSI_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Stream(io.StringIO):
+    """A text stream that is, or is not, a terminal."""
+
+    def __init__(self, *, terminal: bool) -> None:
+        super().__init__()
+        self._terminal = terminal
+
+    def isatty(self) -> bool:
+        return self._terminal
+
+
+@pytest.mark.parametrize(
+    ("stdout_terminal", "stderr_terminal", "view_shown"),
+    [
+        # Both on one screen: the view's redrawing would overwrite the JSON.
+        (True, True, False),
+        # demo --json > file: the view is on the terminal, the file has JSON.
+        (False, True, True),
+        (True, False, False),
+        (False, False, False),
+    ],
+)
+def test_demo_json_keeps_stdout_for_json_lines(
+    stdout_terminal: bool,
+    stderr_terminal: bool,
+    view_shown: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # rich would take these over the streams' own isatty().
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    stdout = Stream(terminal=stdout_terminal)
+    stderr = Stream(terminal=stderr_terminal)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    status = main(
+        ["demo", "--json", "--duration", "0.5", "--interval", "0.25", "--seed", "2"]
+    )
+    monkeypatch.undo()
+    assert status == 0
+    out, err = stdout.getvalue(), stderr.getvalue()
+    assert "\x1b" not in out
+    assert [json.loads(line)["t"] for line in out.splitlines()] == [0.25, 0.5]
+    if view_shown:
+        seen = ANSI_CONTROL.sub("", err)
+        assert "arrival rate (5 s avg)" in seen
+        assert "queue delay (send → start)" in seen
+        assert "event-collector demo: summary" in seen
+    else:
+        assert "\x1b" not in err
+        assert "arrival rate" not in err
+        assert err.startswith("event-collector demo: sent ")
+
+
+@pytest.mark.slow
 def test_demo_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     status = main(
         [
@@ -154,7 +306,9 @@ def test_demo_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     samples = [json.loads(line) for line in lines]
     assert len(samples) == 6
     for sample in samples:
-        assert METRIC_FIELDS | {"t", "offered_rate", "sent"} <= set(sample)
+        assert METRIC_FIELDS | {"t", "offered_rate", "sent", "queue_delay"} <= set(
+            sample
+        )
         assert sample["consumers"] >= 1
     times = [s["t"] for s in samples]
     assert times == sorted(times)
@@ -168,11 +322,26 @@ def test_demo_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert "sent" in err
 
 
+def is_svg(data: bytes) -> bool:
+    return ET.fromstring(data).tag == "{http://www.w3.org/2000/svg}svg"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "is_format"),
+    [
+        ("x.png", lambda data: data.startswith(b"\x89PNG\r\n\x1a\n")),
+        ("x.svg", is_svg),
+        ("x.PDF", lambda data: data.startswith(b"%PDF")),
+    ],
+)
 def test_demo_plot_and_summary(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str,
+    is_format: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    png = tmp_path / "x.png"
+    chart = tmp_path / name
     status = main(
         [
             "demo",
@@ -187,17 +356,157 @@ def test_demo_plot_and_summary(
             "--profile",
             "wave",
             "--plot",
-            str(png),
+            str(chart),
         ]
     )
     out, _ = capsys.readouterr()
     assert status == 0
-    data = png.read_bytes()
+    data = chart.read_bytes()
     assert len(data) > 1000
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    # The file holds the format its extension names, whatever its case.
+    assert is_format(data)
     assert "summary" in out
     assert "events sent" in out
     assert "chart written to" in out
+
+
+def test_plot_format_follows_the_extension() -> None:
+    assert plot_format("a/b.png") == "png"
+    assert plot_format(Path("b.Svg")) == "svg"
+    assert plot_format("b.pdf") == "pdf"
+    with pytest.raises(
+        ValueError, match=r"\.png, \.svg, \.pdf \(got extension '\.jpg'"
+    ):
+        plot_format("b.jpg")
+    with pytest.raises(ValueError, match="got no extension"):
+        plot_format("chart")
+
+
+def never_run(config: DemoConfig, **kwargs: Any) -> DemoReport:
+    raise AssertionError("the demo ran, but its arguments should have been refused")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing/x.png", "folder '{tmp}/missing' does not exist"),
+        (
+            "x.jpg",
+            "the chart file must end in one of .png, .svg, .pdf (got extension '.jpg'",
+        ),
+        ("x", "the chart file must end in one of .png, .svg, .pdf (got no extension"),
+        ("", "'{tmp}' is a folder, not a file"),
+    ],
+)
+def test_a_chart_that_cannot_be_written_is_refused_before_the_run(
+    name: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(event_collector.cli, "run_demo", never_run)
+    target = str(tmp_path / name) if name else str(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--duration", "0.1", "--plot", target])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: event-collector demo" in err
+    assert f"error: argument --plot: {message.format(tmp=tmp_path)}" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_chart_that_fails_to_write_after_the_run_is_reported(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def fake_run(config: DemoConfig, **kwargs: Any) -> DemoReport:
+        return make_report(config)
+
+    def fail(report: DemoReport, path: str | Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(event_collector.cli, "run_demo", fake_run)
+    monkeypatch.setattr(event_collector.cli, "write_plot", fail)
+    chart = tmp_path / "x.png"
+    assert main(["demo", "--json", "--plot", str(chart)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the chart to '{chart}': Permission denied" in err
+    assert "Traceback" not in err
+
+
+# -- what the view and the summary say ------------------------------------------
+
+
+def test_live_view_says_what_its_figures_average() -> None:
+    from rich.console import Console
+
+    console = Console(record=True, file=io.StringIO(), width=100)
+    config = DemoConfig(duration=10.0)
+    burst = Sample(
+        t=4.0,
+        offered_rate=300.0,
+        sent=900,
+        metrics=make_metrics(
+            arrival_rate=300.0, service_time=0.1, wait_time=0.4, event_count=800
+        ),
+        queue_delay=0.3,
+    )
+    after = Sample(
+        t=5.0,
+        offered_rate=30.0,
+        sent=1000,
+        metrics=make_metrics(
+            arrival_rate=198.0, service_time=0.1, wait_time=0.25, event_count=990
+        ),
+        queue_delay=0.15,
+    )
+    with LiveView(config, console) as view:
+        view.update(burst)
+        view.update(after)
+    text = console.export_text()
+    rows = table_rows(text)
+    # Each row: the latest figure, then the largest seen.
+    assert rows["arrival rate (5 s avg)"] == ["198/s", "300/s"]
+    assert rows["departure rate (5 s avg)"] == ["0/s", "0/s"]
+    assert rows["queue delay (send → start)"] == ["150.0 ms", "300.0 ms"]
+    assert rows["service time (handler)"] == ["100.0 ms", "100.0 ms"]
+    assert rows["wait (send → answer)"] == ["250.0 ms", "400.0 ms"]
+    assert rows["sent / answered"] == ["1000 / 990", ""]
+    assert "rates: mean of the last 5 s" in text
+    assert "times: mean of the last 500 answered events" in text
+
+
+def test_summary_says_what_its_figures_measure() -> None:
+    from rich.console import Console
+
+    console = Console(record=True, file=io.StringIO(), width=100)
+    config = DemoConfig(duration=10.0)
+    report = make_report(
+        config,
+        samples=[
+            Sample(t=t, offered_rate=300.0, sent=0, metrics=make_metrics(**m))
+            for t, m in ((1.0, {"arrival_rate": 198.0}), (2.0, {"consumers": 3}))
+        ],
+        sent=4,
+        ok=4,
+        queue_delays=[0.01, 0.02, 0.03, 0.14],
+        service_times=[0.1] * 4,
+        wait_times=[0.11, 0.12, 0.13, 0.24],
+    )
+    print_summary(report, console)
+    rows = table_rows(console.export_text())
+    assert rows["peak arrival rate (5 s avg)"] == ["198.0 events/s"]
+    assert rows["service time (handler): mean"] == ["100.0 ms"]
+    assert rows["queue delay (send → start)"] == [
+        "mean 50 / p50 20 / p95 140 / max 140 ms"
+    ]
+    assert rows["wait (send → answer)"] == ["mean 150 / p50 120 / p95 240 / max 240 ms"]
+
+
+# -- what goes wrong -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(

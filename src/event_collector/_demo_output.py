@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from .demo import (
+    DEMO_EVENT_WINDOW,
     DEMO_METRICS_WARMUP_INTERVAL,
     DEMO_METRICS_WINDOW,
     DemoConfig,
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLI_EXTRA",
+    "PLOT_FORMATS",
     "LiveView",
     "MissingExtra",
+    "plot_format",
     "print_summary",
     "require",
     "rich_console",
@@ -38,6 +41,20 @@ __all__ = [
 
 CLI_EXTRA = 'pip install "event-collector[cli]"'
 """The command that installs the ``cli`` extra's packages."""
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+"""The chart formats :func:`write_plot` writes, named by the file's
+extension."""
+
+# What the view and the summary call the queue's windowed figures. The
+# labels say what is averaged, so that a 300 events/s burst read through a
+# 5 s window is not taken for a queue that only accepts 200 events/s, and
+# the send-to-answer time is not taken for the time spent queued.
+ARRIVAL_RATE = f"arrival rate ({DEMO_METRICS_WINDOW:g} s avg)"
+DEPARTURE_RATE = f"departure rate ({DEMO_METRICS_WINDOW:g} s avg)"
+QUEUE_DELAY = "queue delay (send → start)"
+SERVICE_TIME = "service time (handler)"
+WAIT_TIME = "wait (send → answer)"
 
 
 class MissingExtra(Exception):
@@ -104,6 +121,7 @@ class LiveView:
         self._live.__exit__(None, None, None)
 
     def update(self, sample: Sample) -> None:
+        """Show ``sample``."""
         self._progress.update(self._task, completed=sample.t)
         self._live.update(self._render(sample))
 
@@ -111,7 +129,13 @@ class LiveView:
         from rich.console import Group
         from rich.table import Table
 
-        table = Table(show_header=True, header_style="bold", expand=False)
+        table = Table(
+            show_header=True,
+            header_style="bold",
+            expand=False,
+            caption=f"rates: mean of the last {DEMO_METRICS_WINDOW:g} s\n"
+            f"times: mean of the last {DEMO_EVENT_WINDOW} answered events",
+        )
         table.add_column("metric")
         table.add_column("now", justify="right")
         table.add_column("peak", justify="right")
@@ -120,16 +144,17 @@ class LiveView:
             peaks = self._peaks
             for name, value, fmt in (
                 ("offered rate", sample.offered_rate, "{:.0f}/s"),
-                ("arrival rate", m.arrival_rate, "{:.0f}/s"),
-                ("departure rate", m.departure_rate, "{:.0f}/s"),
+                (ARRIVAL_RATE, m.arrival_rate, "{:.0f}/s"),
+                (DEPARTURE_RATE, m.departure_rate, "{:.0f}/s"),
                 ("consumers", m.consumers, "{:.0f}"),
                 ("busy", m.busy, "{:.0f}"),
                 ("queue size", m.qsize, "{:.0f}"),
                 ("load", m.load, "{:.2f}"),
                 ("average load", m.avg_load, "{:.2f}"),
                 ("wip (Little's law)", m.wip, "{:.1f}"),
-                ("service time", m.service_time * 1000, "{:.1f} ms"),
-                ("wait time", m.wait_time * 1000, "{:.1f} ms"),
+                (QUEUE_DELAY, sample.queue_delay * 1000, "{:.1f} ms"),
+                (SERVICE_TIME, m.service_time * 1000, "{:.1f} ms"),
+                (WAIT_TIME, m.wait_time * 1000, "{:.1f} ms"),
             ):
                 peak = peaks[name] = max(peaks.get(name, value), value)
                 table.add_row(name, fmt.format(value), fmt.format(peak))
@@ -154,10 +179,19 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def _spread(values: Sequence[float]) -> str:
+    """Mean, median, 95th percentile and maximum of ``values`` (seconds), in
+    milliseconds."""
+    mean = _mean(values) * 1000
+    p50 = _percentile(values, 0.5) * 1000
+    p95 = _percentile(values, 0.95) * 1000
+    top = max(values, default=0.0) * 1000
+    return f"mean {mean:.0f} / p50 {p50:.0f} / p95 {p95:.0f} / max {top:.0f} ms"
+
+
 def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
     config = report.config
     last = report.samples[-1].metrics if report.samples else None
-    waits = report.wait_times
     sent_rate = report.sent / config.duration if config.duration else 0.0
     return [
         ("profile", f"{config.profile}, peak {config.rate:g} events/s"),
@@ -172,21 +206,10 @@ def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
             f"{report.peak('consumers'):.0f} / {last.consumers if last else 0}",
         ),
         ("peak queue size", f"{report.peak('qsize'):.0f}"),
-        ("peak arrival rate", f"{report.peak('arrival_rate'):.1f} events/s"),
-        ("mean service time", _ms(_mean(report.service_times))),
-        (
-            "wait time: mean / p50 / p95 / max",
-            " / ".join(
-                f"{v * 1000:.0f}"
-                for v in (
-                    _mean(waits),
-                    _percentile(waits, 0.5),
-                    _percentile(waits, 0.95),
-                    max(waits, default=0.0),
-                )
-            )
-            + " ms",
-        ),
+        (f"peak {ARRIVAL_RATE}", f"{report.peak('arrival_rate'):.1f} events/s"),
+        (f"{SERVICE_TIME}: mean", _ms(_mean(report.service_times))),
+        (QUEUE_DELAY, _spread(report.queue_delays)),
+        (WAIT_TIME, _spread(report.wait_times)),
     ]
 
 
@@ -202,13 +225,36 @@ def print_summary(report: DemoReport, console: Console) -> None:
     console.print(table)
 
 
-def write_plot(report: DemoReport, path: str | Path) -> None:
-    """Write a PNG chart of the timeline: consumers and queue size against
-    the arrival rate, and the wait and service times.
+def plot_format(path: str | Path) -> str:
+    """The chart format that ``path``'s extension names, one of
+    :data:`PLOT_FORMATS` (the extension's case does not matter).
 
-    Uses matplotlib's Agg renderer through :class:`matplotlib.figure.Figure`,
-    so no GUI backend and no global pyplot state are involved.
+    :raises ValueError: the extension is missing or names another format.
     """
+    suffix = Path(path).suffix
+    name = suffix.lower().removeprefix(".")
+    if name not in PLOT_FORMATS:
+        allowed = ", ".join(f".{f}" for f in PLOT_FORMATS)
+        what = f"extension {suffix!r}" if suffix else "no extension"
+        raise ValueError(
+            f"the chart file must end in one of {allowed} (got {what} in {str(path)!r})"
+        )
+    return name
+
+
+def write_plot(report: DemoReport, path: str | Path) -> None:
+    """Write a chart of the timeline to ``path``: consumers and queue size
+    against the arrival rate, and the queue delay, wait and service times.
+
+    The format is the one the extension names, in any case: ``.png``,
+    ``.svg`` or ``.pdf``. Uses matplotlib through
+    :class:`matplotlib.figure.Figure`, so no GUI backend and no global
+    pyplot state are involved.
+
+    :raises ValueError: ``path`` has another extension, or none.
+    :raises OSError: the file cannot be written.
+    """
+    fmt = plot_format(path)
     from matplotlib.figure import Figure
 
     config = report.config
@@ -239,23 +285,19 @@ def write_plot(report: DemoReport, path: str | Path) -> None:
         tw,
         [s.metrics.arrival_rate for s in warm],
         color="tab:green",
-        label=f"arrival rate ({DEMO_METRICS_WINDOW:g} s window)",
+        label=ARRIVAL_RATE,
     )
     rates.set_ylabel("events/s")
     rates.set_ylim(bottom=0)
     lines = top.get_lines() + rates.get_lines()
     top.legend(lines, [str(line.get_label()) for line in lines], loc="upper left")
-    bottom.plot(
-        tw,
-        [s.metrics.wait_time * 1000 for s in warm],
-        label="wait time (send to answer)",
-    )
-    bottom.plot(
-        tw,
-        [s.metrics.service_time * 1000 for s in warm],
-        label="service time (handler)",
-    )
-    bottom.set_ylabel("ms, mean of recent events")
+    for label, values in (
+        (WAIT_TIME, [s.metrics.wait_time for s in warm]),
+        (QUEUE_DELAY, [s.queue_delay for s in warm]),
+        (SERVICE_TIME, [s.metrics.service_time for s in warm]),
+    ):
+        bottom.plot(tw, [v * 1000 for v in values], label=label)
+    bottom.set_ylabel(f"ms, mean of the last {DEMO_EVENT_WINDOW} events")
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel("seconds")
     bottom.set_xlim(0, config.duration)
@@ -264,4 +306,4 @@ def write_plot(report: DemoReport, path: str | Path) -> None:
         f"event-collector demo: {config.profile} load, peak {config.rate:g} "
         f"events/s, handler {config.latency * 1000:g} ± {config.spread * 1000:g} ms"
     )
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format=fmt, dpi=100)

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -29,8 +30,10 @@ from typing import Any, TextIO
 from . import __version__
 from ._demo_output import (
     CLI_EXTRA,
+    PLOT_FORMATS,
     LiveView,
     MissingExtra,
+    plot_format,
     print_summary,
     require,
     rich_console,
@@ -38,6 +41,7 @@ from ._demo_output import (
 )
 from .demo import (
     DEMO_AVG_LOAD_INTERVAL,
+    DEMO_EVENT_WINDOW,
     DEMO_METRICS_WARMUP_INTERVAL,
     DEMO_METRICS_WINDOW,
     PROFILES,
@@ -52,6 +56,7 @@ from .demo import SimulatedFailure as SimulatedFailure
 
 __all__ = [
     "DEMO_AVG_LOAD_INTERVAL",
+    "DEMO_EVENT_WINDOW",
     "DEMO_METRICS_WARMUP_INTERVAL",
     "DEMO_METRICS_WINDOW",
     "PROFILES",
@@ -101,6 +106,30 @@ def _fraction(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
     return value
+
+
+def _plot_file(text: str) -> Path:
+    # Checked while the arguments are parsed, so that a chart that cannot be
+    # written is refused at once rather than after the whole run.
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    try:
+        plot_format(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    folder = path.parent
+    if not folder.exists():
+        raise argparse.ArgumentTypeError(
+            f"folder {str(folder)!r} does not exist (got {text!r})"
+        )
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{str(folder)!r} is not a folder (got {text!r})"
+        )
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write to {text!r}: permission denied")
+    return path
 
 
 _DEFAULTS = DemoConfig()
@@ -172,18 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seed", type=int, default=None, help="random seed, for a repeatable load"
     )
+    formats = ", ".join(f".{f}" for f in PLOT_FORMATS)
     demo.add_argument(
         "--plot",
-        metavar="FILE.png",
-        type=Path,
+        metavar="FILE",
+        type=_plot_file,
         default=None,
-        help="write a chart of the run to this PNG file (needs matplotlib)",
+        help="write a chart of the run to FILE, in the format its extension "
+        f"names: {formats} (needs matplotlib)",
     )
     demo.add_argument(
         "--json",
         action="store_true",
         help="print the metrics timeline on stdout as JSON lines, one object "
-        "per sample, and nothing else",
+        "per sample, and nothing else; the live view is then drawn on stderr "
+        "if stderr is a terminal and stdout is not, and left out otherwise",
     )
     return parser
 
@@ -221,9 +253,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.plot is not None:
         require("matplotlib", feature="--plot")
     if args.json:
-        # stdout carries the JSON lines only; the view goes to stderr, and
-        # only to a terminal.
-        view_stream: TextIO | None = sys.stderr if sys.stderr.isatty() else None
+        # stdout carries the JSON lines only. The view may go to stderr, but
+        # only when that is a terminal and stdout is not (demo --json > file):
+        # when both are, they share one screen, and the view's redrawing
+        # would overwrite the JSON lines.
+        view_stream: TextIO | None = None
+        if _is_terminal(sys.stderr) and not _is_terminal(sys.stdout):
+            view_stream = sys.stderr
         if view_stream is not None:
             try:
                 require("rich", feature=_LIVE_VIEW)
@@ -261,13 +297,29 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.plot is not None:
-        write_plot(report, args.plot)
+        try:
+            write_plot(report, args.plot)
+        except OSError as exc:
+            # Checked before the run, but the disk may fill or the folder go.
+            print(
+                f"event-collector: cannot write the chart to {str(args.plot)!r}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
         message = f"chart written to {args.plot}"
         if console is not None:
             console.print(message)
         else:
             print(message, file=sys.stderr)
     return 0
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:  # a closed stream
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

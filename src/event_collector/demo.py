@@ -13,6 +13,7 @@ re-exports these names); it needs none of the ``cli`` extra's packages.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import math
 import random
@@ -23,6 +24,7 @@ from .collector import Collector
 from .data import Context, Error, Payload
 from .exceptions import EventCancelled
 from .queue import (
+    EVENT_SERVICE_DATA_WINDOW_SIZE,
     MIN_METRICS_COLLECTOR_WINDOW_SIZE,
     CollectorQueue,
     Metrics,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_AVG_LOAD_INTERVAL",
+    "DEMO_EVENT_WINDOW",
     "DEMO_METRICS_WARMUP_INTERVAL",
     "DEMO_METRICS_WINDOW",
     "PROFILES",
@@ -57,6 +60,11 @@ smallest the queue allows: the rates follow a changing load closely."""
 DEMO_AVG_LOAD_INTERVAL = 5.0
 """``avg_load_interval`` of the demo queue (seconds), so that the pool
 shrinks within a short run once a burst is over."""
+
+DEMO_EVENT_WINDOW = EVENT_SERVICE_DATA_WINDOW_SIZE
+"""``event_service_data_window_size`` of the demo queue: the number of most
+recently answered events behind the mean service time, wait time and queue
+delay of each :class:`Sample`."""
 
 
 # -- load profiles -----------------------------------------------------------
@@ -171,6 +179,12 @@ class Sample:
     """Events sent so far."""
     metrics: Metrics
     """The queue's metrics at ``t``."""
+    queue_delay: float = 0.0
+    """Mean seconds from send to handler start (the time spent queued) over
+    the last :data:`DEMO_EVENT_WINDOW` answered events, the same events as
+    ``metrics.wait_time`` and ``metrics.service_time``; 0 during the first
+    :data:`DEMO_METRICS_WARMUP_INTERVAL` seconds, like the queue's own
+    averages."""
 
     def as_dict(self) -> dict[str, Any]:
         """The sample as a flat JSON-ready mapping."""
@@ -179,6 +193,7 @@ class Sample:
             "t": round(self.t, 6),
             "offered_rate": self.offered_rate,
             "sent": self.sent,
+            "queue_delay": self.queue_delay,
             **fields,
         }
 
@@ -204,6 +219,9 @@ class DemoReport:
     """Send-to-answer seconds of each event handled by a consumer."""
     service_times: list[float]
     """Handler seconds of each event handled by a consumer."""
+    queue_delays: list[float] = dataclasses.field(default_factory=list)
+    """Send-to-start seconds (time spent queued) of each event handled by a
+    consumer, in the order of :attr:`wait_times`."""
 
     @property
     def answered(self) -> int:
@@ -235,9 +253,11 @@ async def run_demo(
 
     Events are sent at the times :func:`arrival_times` gives, measured on the
     event loop's clock; the sender never waits for results. A sampler takes
-    the queue's metrics every ``config.interval`` seconds and hands each
-    sample to ``on_sample``. When ``config.duration`` is over, the queue is
-    shut down (it drains what is queued) and every event's result is read.
+    the queue's metrics every ``config.interval`` seconds, with the mean
+    queueing delay (send to handler start) of the recently answered events,
+    and hands each sample to ``on_sample``. When ``config.duration`` is
+    over, the queue is shut down (it drains what is queued) and every
+    event's result is read.
     """
     loop = asyncio.get_running_loop()
     queue = CollectorQueue(
@@ -247,12 +267,25 @@ async def run_demo(
         avg_load_interval=DEMO_AVG_LOAD_INTERVAL,
         metrics_collector_window_size=DEMO_METRICS_WINDOW,
         metrics_warmup_interval=DEMO_METRICS_WARMUP_INTERVAL,
+        event_service_data_window_size=DEMO_EVENT_WINDOW,
         logging=False,
         clock=loop.time,
     )
     rng = random.Random(None if config.seed is None else config.seed + 1)
     events: list[CollectorEvent[Any]] = []
     samples: list[Sample] = []
+    # The queue keeps the wait and service times of the last answered
+    # events but not their queueing delay: an observer, called for the same
+    # events right after the queue records theirs, keeps that one.
+    recent_delays: collections.deque[float] = collections.deque(
+        maxlen=DEMO_EVENT_WINDOW
+    )
+
+    def observe(event: CollectorEvent[Any]) -> None:
+        if event.started_at is not None:
+            recent_delays.append(event.started_at - event.sent_at)
+
+    queue.add_event_observer(observe)
 
     async with queue:
         publisher = queue.get_publisher()
@@ -283,6 +316,7 @@ async def run_demo(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 t = due - start
+                warm = t >= DEMO_METRICS_WARMUP_INTERVAL and len(recent_delays) > 0
                 sample = Sample(
                     t=t,
                     offered_rate=profile_rate(
@@ -290,6 +324,9 @@ async def run_demo(
                     ),
                     sent=len(events),
                     metrics=queue.get_metrics(),
+                    queue_delay=(
+                        math.fsum(recent_delays) / len(recent_delays) if warm else 0.0
+                    ),
                 )
                 samples.append(sample)
                 if on_sample is not None:
@@ -304,6 +341,7 @@ async def run_demo(
     ok = failed = cancelled = 0
     wait_times: list[float] = []
     service_times: list[float] = []
+    queue_delays: list[float] = []
     for event in events:
         # The queue has shut down: every event has its answer.
         result = (await event.wait()).first()
@@ -318,6 +356,8 @@ async def run_demo(
             wait_times.append(event.wait_time)
         if event.service_time is not None:
             service_times.append(event.service_time)
+        if event.started_at is not None:
+            queue_delays.append(event.started_at - event.sent_at)
     return DemoReport(
         config=config,
         samples=samples,
@@ -328,4 +368,5 @@ async def run_demo(
         elapsed=elapsed,
         wait_times=wait_times,
         service_times=service_times,
+        queue_delays=queue_delays,
     )
