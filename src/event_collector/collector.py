@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import functools
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from ._compat import TypeAliasType
+from ._config import is_finite
 from .data import Context, Payload
 from .exceptions import ConfigError
 from .types import LifecycleManager, Processor
@@ -79,12 +81,26 @@ class Collector:
                 f"Collector {key!r} needs a processor, or a subclass that "
                 "overrides process()"
             )
+        if processor is not None and _is_sync(processor):
+            raise ConfigError(
+                f"Collector {key!r}: processor must be an async function "
+                f"(async def), got the plain function {_name(processor)}. For "
+                "blocking code, await it in a thread: async def processor("
+                "payload, ctx): return await asyncio.to_thread(work, payload.value)."
+                " To bind arguments, use functools.partial of an async function"
+            )
+        if type(self).process is not Collector.process and _is_sync(type(self).process):
+            raise ConfigError(
+                f"Collector {key!r}: {type(self).__qualname__}.process must be "
+                "an async method (async def process(self, payload)); for "
+                "blocking code, return await asyncio.to_thread(...) from it"
+            )
         if timeout is None:
             timeout = type(self).timeout
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
+            or not is_finite(timeout)
             or timeout <= 0
         ):
             raise ConfigError(
@@ -140,6 +156,33 @@ class Collector:
     def __repr__(self) -> str:
         topics = f" topics={list(self.topics)!r}" if self.topics else ""
         return f"<{type(self).__name__} key={self.key!r}{topics}>"
+
+
+def _is_sync(func: object) -> bool:
+    """Whether ``func`` plainly cannot be awaited: a ``def`` function or
+    method (possibly in a ``functools.partial``), or an object whose
+    ``__call__`` is one, that is neither a coroutine function nor annotated
+    as returning an awaitable. Lambdas and other callables (an
+    ``AsyncMock``, a C callable) are given the benefit of the doubt."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if not (inspect.isfunction(func) or inspect.ismethod(func)):
+        func = inspect.getattr_static(type(func), "__call__", None)
+        if not inspect.isfunction(func):
+            return False
+    if inspect.iscoroutinefunction(func) or func.__name__ == "<lambda>":
+        # A lambda cannot await, so one given as a handler is most often
+        # one that returns a coroutine (lambda p, ctx: handle(p, ctx, db)).
+        return False
+    annotation = getattr(inspect.unwrap(func), "__annotations__", {}).get("return")
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return annotation is None or not any(
+        word in text for word in ("Awaitable", "Coroutine", "Future")
+    )
+
+
+def _name(func: object) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
 
 
 CollectorList = TypeAliasType("CollectorList", Sequence[Collector | type[Collector]])

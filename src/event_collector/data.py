@@ -71,8 +71,8 @@ class Ok(Generic[T]):
 class Error:
     """A failed result: the exception (or a message) and optional details.
 
-    ``err`` is the exception a collector raised, with its ``__traceback__``,
-    or a string for errors that have no exception behind them.
+    :param err: the exception, or a message.
+    :param details: extra facts about the failure, or ``None``.
     """
 
     __slots__ = ("details", "err")
@@ -82,7 +82,11 @@ class Error:
         self, err: BaseException | str, details: dict[str, Any] | None = None
     ) -> None:
         self.err: BaseException | str = err
+        """The exception a collector raised, with its ``__traceback__``, or a
+        string for an error that has no exception behind it."""
         self.details: dict[str, Any] | None = details
+        """Extra facts about the failure (``abind`` puts the formatted
+        traceback under ``"trace"``), or ``None``."""
 
     @property
     def is_error(self) -> bool:
@@ -211,15 +215,53 @@ def _names(names: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _routing(
+    delivery: Delivery | None,
+    keys: Iterable[str] | None,
+    topics: Iterable[str] | None,
+) -> tuple[Delivery, tuple[str, ...], tuple[str, ...]]:
+    """A payload's delivery mode, keys and topics, with the mode inferred
+    from the names given and contradictions refused."""
+    if delivery is None:
+        if keys is not None and topics is not None:
+            raise ValueError(
+                "Payload: give keys or topics, not both, or name the delivery "
+                f"mode (got keys={keys!r}, topics={topics!r})"
+            )
+        delivery = Delivery.KEY if keys is not None else Delivery.TOPIC
+    elif type(delivery) is not Delivery:
+        raise TypeError(f"delivery must be a Delivery (got delivery={delivery!r})")
+    elif delivery is Delivery.BROADCAST:
+        raise ValueError(
+            "Payload: Delivery.BROADCAST goes to every collector and takes no "
+            f"keys or topics (got keys={keys!r}, topics={topics!r})"
+        )
+    elif delivery is Delivery.KEY and topics is not None:
+        raise ValueError(
+            f"Payload: Delivery.KEY routes by keys, not topics (got topics={topics!r})"
+        )
+    elif delivery is Delivery.TOPIC and keys is not None:
+        raise ValueError(
+            f"Payload: Delivery.TOPIC routes by topics, not keys (got keys={keys!r})"
+        )
+    return delivery, _names(keys), _names(topics)
+
+
 class Payload(Generic[T]):
     """A value sent to the queue, with how to deliver it.
 
     :param value: what the collectors receive as ``payload.value``.
-    :param delivery: :class:`Delivery` mode (broadcast by default).
+    :param delivery: :class:`Delivery` mode. Without one, ``keys`` mean
+        ``Delivery.KEY``, ``topics`` mean ``Delivery.TOPIC``, and neither
+        means ``Delivery.BROADCAST``.
     :param keys: collector keys, for ``Delivery.KEY``.
     :param topics: topics, for ``Delivery.TOPIC``.
     :param priority: priority on a priority queue (lower runs first); the
         queue's ``default_priority`` when ``None``.
+    :raises ValueError: the arguments contradict each other: keys and topics
+        without a delivery mode, names with ``Delivery.BROADCAST``, topics
+        with ``Delivery.KEY`` or keys with ``Delivery.TOPIC``.
+    :raises TypeError: ``delivery`` is not a :class:`Delivery`.
     """
 
     __slots__ = ("delivery", "keys", "priority", "topics", "value")
@@ -227,16 +269,26 @@ class Payload(Generic[T]):
     def __init__(
         self,
         value: T,
-        delivery: Delivery = Delivery.BROADCAST,
+        delivery: Delivery | None = None,
         keys: Iterable[str] | None = None,
         topics: Iterable[str] | None = None,
         priority: int | None = None,
     ) -> None:
         self.value: T = value
-        self.delivery: Delivery = delivery
-        # The None tests are inlined: most payloads have neither.
-        self.keys: tuple[str, ...] = _NO_NAMES if keys is None else _names(keys)
-        self.topics: tuple[str, ...] = _NO_NAMES if topics is None else _names(topics)
+        self.delivery: Delivery
+        self.keys: tuple[str, ...]
+        self.topics: tuple[str, ...]
+        if keys is None and topics is None:
+            # The common case, inlined: most payloads have no names.
+            if delivery is None:
+                delivery = Delivery.BROADCAST
+            elif type(delivery) is not Delivery:
+                raise TypeError(
+                    f"delivery must be a Delivery (got delivery={delivery!r})"
+                )
+            self.delivery, self.keys, self.topics = delivery, _NO_NAMES, _NO_NAMES
+        else:
+            self.delivery, self.keys, self.topics = _routing(delivery, keys, topics)
         self.priority: int | None = priority
 
     def set_delivery(

@@ -260,9 +260,13 @@ class EventPublisher:
 
     def _make_event(self, value: Any, priority: int | None) -> CollectorEvent[Any]:
         if priority is None:
-            if isinstance(value, Payload):
+            if isinstance(value, Payload) and value.priority is not None:
                 priority = value.priority
-            if priority is None:
+                if isinstance(priority, bool) or not isinstance(priority, int):
+                    raise TypeError(
+                        f"Payload.priority must be an int or None (got {priority!r})"
+                    )
+            else:
                 priority = self._default_priority
         elif isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int (got priority={priority!r})")
