@@ -183,17 +183,15 @@ async def test_every_accepted_event_is_answered_exactly_once(
     assert set(answers) == accepted_ids
     assert set(answers.values()) == {1}
 
-    # Counted by the observer: consumer-answered events, each once; the rest
-    # were answered by the shutdown with EventCancelled.
-    assert set(observed.values()) <= {1}
-    assert set(observed) <= accepted_ids
+    # Counted by the observer: every accepted event, each once, those the
+    # shutdown answered with EventCancelled included.
+    assert set(observed.values()) == {1}
+    assert set(observed) == accepted_ids
     cancelled = {
         e.id for e, r in zip(accepted, awaited, strict=True) if is_cancelled(r)
     }
-    assert cancelled.isdisjoint(observed)
-    assert cancelled | set(observed) == accepted_ids
     assert cancelled  # the shutdown did cut some handlers short
-    assert len(observed) > EVENTS // 2  # most events ran before the shutdown
+    assert len(cancelled) < EVENTS // 2  # most events ran before the shutdown
 
     # And every handled event got what its handlers did.
     outcomes_seen: collections.Counter[str] = collections.Counter()

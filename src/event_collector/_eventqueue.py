@@ -37,6 +37,7 @@ class EventQueue:
         "_closed",
         "_getters",
         "_items",
+        "_loop",
         "_maxsize",
         "_putters",
         "_store",
@@ -54,6 +55,7 @@ class EventQueue:
         self._putters: deque[asyncio.Future[None]] = deque()
         # Why the queue refuses puts, or None while it accepts them.
         self._closed: str | None = NOT_STARTED
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.put_count = 0
         """Events accepted so far (the arrival counter)."""
         self.put_waiter: asyncio.Future[None] | None = None
@@ -72,7 +74,11 @@ class EventQueue:
     # -- state -------------------------------------------------------------
 
     def open(self) -> None:
-        """Start accepting events."""
+        """Start accepting events (on the running loop, if there is one)."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._closed = None
 
     def close(self, reason: str) -> None:
@@ -123,15 +129,24 @@ class EventQueue:
             raise QueueClosed(self._closed)
         if 0 < self._maxsize <= len(self._items):
             raise QueueFull(f"the event queue is full (maxsize={self._maxsize})")
+        try:
+            # Wake first, store after: a wake-up that fails (the queue's loop
+            # is closed) must leave the event unaccepted. The woken consumer
+            # runs later, when the event is there.
+            if self._getters:
+                self._wake(self._getters)
+            waiter = self.put_waiter
+            if waiter is not None:
+                self.put_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        except RuntimeError as exc:
+            if not self._loop_closed():
+                raise
+            self.close("the collector queue's event loop is closed")
+            raise QueueClosed(self._closed) from exc
         self._store(event)
         self.put_count += 1
-        if self._getters:
-            self._wake(self._getters)
-        waiter = self.put_waiter
-        if waiter is not None:
-            self.put_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def put(self, event: CollectorEvent[Any]) -> None:
         """Queue ``event``, waiting for room in a bounded queue."""
@@ -201,6 +216,9 @@ class EventQueue:
             # take the event this one was woken for.
             if self._items:
                 self._wake(self._getters)
+
+    def _loop_closed(self) -> bool:
+        return self._loop is not None and self._loop.is_closed()
 
     @staticmethod
     def _wake(waiters: deque[asyncio.Future[None]]) -> None:

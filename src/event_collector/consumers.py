@@ -8,8 +8,9 @@ import functools
 import itertools
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._outcome import propagates
 from .data import (
     Delivery,
     Error,
@@ -47,12 +48,32 @@ CONSUMER_NAME = "event-collector-consumer"
 
 
 def _coerce(results: object) -> ResultList:
-    """Make a custom router's answer a ``ResultList`` of results."""
-    if isinstance(results, ResultList):
-        return results
+    """Make a custom router's answer a ``ResultList`` of results: a list,
+    a tuple or a ``ResultList`` holding plain values has each wrapped in
+    ``Ok``; any other value is one ``Ok``."""
     if isinstance(results, list | tuple):
+        if isinstance(results, ResultList) and all(
+            isinstance(r, Ok | Error) for r in results
+        ):
+            return results
         return ResultList(as_result(r) for r in results)
     return ResultList((as_result(results),))
+
+
+class _ConsumerLocals(NamedTuple):
+    """What a consumer reads into locals as it starts (see ``ConsumerPool``)."""
+
+    queue: EventQueue
+    route: Route
+    clock: Callable[[], float]
+    add_service_time: Callable[[float], None]
+    add_wait_time: Callable[[float], None]
+    observers: list[EventObserver]
+    idle: dict[asyncio.Task[None], None]
+    items: Any
+    take: Callable[[], CollectorEvent[Any]]
+    direct: Collector | None
+    checked: bool
 
 
 class ConsumerPool:
@@ -62,6 +83,12 @@ class ConsumerPool:
     ``finished``) and the service and wait time windows, updated in O(1) per
     event. Consumers retire without sentinels: the pool cancels idle ones,
     which are waiting for a put and hold no event.
+
+    :param direct: the router's lone plain collector, which consumers call
+        themselves for a broadcast payload (see ``Router._direct``).
+    :param checked: whether ``route`` is known to answer a ``ResultList`` of
+        results (the ``SimpleRouter``'s own ``handle_event``); a custom
+        router's answers are checked and wrapped.
     """
 
     def __init__(
@@ -76,6 +103,7 @@ class ConsumerPool:
         owner: object,
         observers: list[EventObserver],
         direct: Collector | None = None,
+        checked: bool = False,
     ) -> None:
         self._queue = queue
         self._route = route
@@ -91,24 +119,27 @@ class ConsumerPool:
         self._retiring: set[asyncio.Task[None]] = set()
         self._idle_waiters: list[asyncio.Future[None]] = []
         # What every consumer reads into locals as it starts, in one tuple:
-        # a burst starts a thousand consumers at once.
-        self._locals = (
-            queue,
-            route,
-            clock,
-            service_times.add,
-            wait_times.add,
-            observers,
-            self._idle,
-            queue.items,
-            queue.taker(),
-            direct,
+        # a burst starts a thousand consumers at once (benchmark: scaleup).
+        self._locals = _ConsumerLocals(
+            queue=queue,
+            route=route,
+            clock=clock,
+            add_service_time=service_times.add,
+            add_wait_time=wait_times.add,
+            observers=observers,
+            idle=self._idle,
+            items=queue.items,
+            take=queue.taker(),
+            direct=direct,
+            checked=checked,
         )
         self._stopping = False
         self.busy = 0
         """Consumers running a handler right now."""
         self.finished = 0
         """Events answered by consumers so far."""
+        self.cancelled = 0
+        """Events whose handler was cancelled while it ran."""
 
     # -- size --------------------------------------------------------------
 
@@ -211,6 +242,7 @@ class ConsumerPool:
             items,
             take,
             direct,
+            checked,
         ) = self._locals
         new_getter = queue.getter
         broadcast = Delivery.BROADCAST
@@ -246,9 +278,10 @@ class ConsumerPool:
             try:
                 if direct is not None and payload.delivery is broadcast:
                     # The router's lone plain collector, called here: one
-                    # coroutine less per event (see Router.direct). What it
-                    # returns is the event's answer as it is: the event makes
-                    # the ResultList when it is read.
+                    # coroutine less per event (see Router._direct; benchmarks:
+                    # throughput, latency). What it returns is the event's
+                    # answer as it is: the event makes the ResultList when it
+                    # is read (benchmark: io).
                     answer = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
                     if isinstance(answer, ResultList):
                         # A ResultList returned is one Ok value, not the
@@ -256,19 +289,19 @@ class ConsumerPool:
                         answer = ResultList((Ok(answer),))
                 else:
                     answer = await route(payload)
-                    if type(answer) is not ResultList:
+                    if not checked:
                         answer = _coerce(answer)
-            except asyncio.CancelledError as exc:
-                if not task.cancelling():
-                    # The handler raised it on its own: an outcome, not
-                    # the queue stopping this consumer.
-                    answer = ResultList((Error(exc),))
-                else:
-                    self._answer_cancelled(event)
-                    raise
             except Exception as exc:
                 # A handler's exception on the direct path; a custom router's
                 # own failure otherwise (collectors' errors are results).
+                answer = ResultList((Error(exc),))
+            except BaseException as exc:
+                # The rule of _outcome: only this consumer's own cancellation,
+                # KeyboardInterrupt and SystemExit end it, and even then its
+                # event is answered on the way out.
+                if propagates(exc, task):
+                    self._answer_stopped(event, exc)
+                    raise
                 answer = ResultList((Error(exc),))
             self.busy -= 1
             end = event.finished_at = clock()
@@ -284,20 +317,46 @@ class ConsumerPool:
             if self._stopping:
                 return
 
-    def _answer_cancelled(self, event: CollectorEvent[Any]) -> None:
-        """Answer the event of a consumer cancelled inside its handler."""
+    def _answer_stopped(self, event: CollectorEvent[Any], exc: BaseException) -> None:
+        """Answer the event of a consumer stopped inside its handler: by its
+        cancellation (the queue shutting down, or the loop ending), or by a
+        ``KeyboardInterrupt`` / ``SystemExit`` raised in the handler."""
         self.busy -= 1
         event.finished_at = self._clock()
         self.finished += 1
-        event.set_result(
-            cancelled("the queue shut down while the event's handler was running")
-        )
+        if isinstance(exc, asyncio.CancelledError):
+            self.cancelled += 1
+            reason = (
+                "the queue shut down while the event's handler was running"
+                if self._stopping
+                else "the consumer was cancelled while the event's handler was "
+                "running (its event loop is ending?)"
+            )
+            answered = event.set_result(cancelled(reason))
+        else:
+            answered = event.set_result(ResultList((Error(exc),)))
+        if answered and self._observers:
+            self._observe(event)
+
+    def answer_unhandled(self, events: list[CollectorEvent[Any]], reason: str) -> None:
+        """Answer events no consumer took (left queued at shutdown) with
+        ``Error(EventCancelled(reason))``, and show them to the observers."""
+        now = self._clock()
+        answer = cancelled(reason)
+        for event in events:
+            event.finished_at = now
+            if event.set_result(answer) and self._observers:
+                self._observe(event)
 
     def _observe(self, event: CollectorEvent[Any]) -> None:
-        for observer in self._observers:
+        # A snapshot: an observer that removes itself (or another) while it
+        # is called must not make the next one miss this event.
+        for observer in tuple(self._observers):
             try:
                 observer(event)
-            except Exception as exc:
+            except BaseException as exc:
+                if propagates(exc):
+                    raise
                 report_exception(self._log, "event observer failed", exc)
 
     # -- stop --------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ._compat import TypeAliasType
+from ._outcome import propagates
 from .log import Logger, get_logger, report_exception
 
 __all__ = [
@@ -120,8 +121,10 @@ class MessageBus:
     async def dispatch(self, event: Message | Command) -> None:
         """Deliver ``event``, then whatever its handlers queue, in order.
 
-        Exceptions raised by handlers are logged, not raised; cancellation is
-        not caught.
+        What a handler raises is logged, not raised, whatever it is: a
+        ``CancelledError`` the handler raised on its own, or any other
+        ``BaseException``, included. Only the dispatching task's own
+        cancellation, ``KeyboardInterrupt`` and ``SystemExit`` propagate.
         """
         pending: deque[Message | Command] = deque((event,))
         while pending:
@@ -143,7 +146,9 @@ class MessageBus:
             for handler in handlers:
                 try:
                     await handler(item, pending)
-                except Exception as exc:
+                except BaseException as exc:
+                    if propagates(exc):
+                        raise
                     report_exception(
                         self._log,
                         "message bus handler failed",

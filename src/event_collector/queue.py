@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import dataclasses
 import datetime
+import inspect
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,14 +29,14 @@ from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
 from ._eventqueue import EventQueue, LifoEventQueue, PriorityEventQueue
 from ._monitor import Monitor
+from ._outcome import propagates
 from .autoscale import load_ratio
 from .collector import Collector
 from .consumers import ConsumerPool, current_owner
-from .data import cancelled
 from .exceptions import ConfigError
 from .log import Logger, get_logger, report_exception
 from .metrics import LoadAverage, RateMeter, ServiceWindow
-from .publisher import DEFAULT_PRIORITY, EventPublisher, QueueType
+from .publisher import DEFAULT_PRIORITY, CollectorEvent, EventPublisher, QueueType
 from .router import Router, SimpleRouter
 from .types import EventObserver
 
@@ -185,6 +188,11 @@ _QUEUE_CLASSES: dict[QueueType, type[EventQueue]] = {
     QueueType.PRIORITY: PriorityEventQueue,
 }
 
+_inside: contextvars.ContextVar[tuple[CollectorQueue, ...]] = contextvars.ContextVar(
+    "event_collector_inside", default=()
+)
+"""The queues whose start or shutdown the running code is part of."""
+
 _CREATED, _STARTING, _RUNNING, _CLOSING, _CLOSED = (
     "created",
     "starting",
@@ -205,7 +213,16 @@ def _check_collectors(collectors: Any) -> list[Collector]:
     instances: list[Collector] = []
     for item in collectors:
         if isinstance(item, type) and issubclass(item, Collector):
-            instances.append(item())
+            try:
+                instances.append(item())
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(
+                    f"collectors: the Collector subclass {item.__qualname__} must "
+                    "be constructible with no arguments; pass an instance instead "
+                    f"(calling {item.__qualname__}() raised {exc!r})"
+                ) from exc
         elif isinstance(item, Collector):
             instances.append(item)
         else:
@@ -271,6 +288,12 @@ class CollectorQueue:
                 "router must be a Router subclass (the class, not an instance) "
                 f"(got router={router!r})"
             )
+        if inspect.isabstract(router):
+            missing = ", ".join(sorted(getattr(router, "__abstractmethods__", ())))
+            raise ConfigError(
+                "router must be a concrete Router subclass that implements "
+                f"{missing} (got router={router!r}, which is abstract)"
+            )
         self.router: type[Router] = router
         """The router class that delivers payloads to collectors."""
         self.autoscale: bool = check_bool("autoscale", autoscale)
@@ -320,6 +343,7 @@ class CollectorQueue:
             "event_service_data_window_size",
             event_service_data_window_size,
             minimum=1,
+            maximum=sys.maxsize,
         )
         """Events behind the service and wait time averages."""
         self.metrics_warmup_interval: float = check_number(
@@ -354,7 +378,14 @@ class CollectorQueue:
         self._observers: list[EventObserver] = []
         self._service_times = ServiceWindow(self.event_service_data_window_size)
         self._wait_times = ServiceWindow(self.event_service_data_window_size)
-        self._route = router({c.key: c for c in collector_list})
+        try:
+            self._route = router({c.key: c for c in collector_list})
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"router: {router.__qualname__}(collectors) raised {exc!r}"
+            ) from exc
         self._pool = ConsumerPool(
             self._queue,
             self._route.handle_event,
@@ -364,7 +395,8 @@ class CollectorQueue:
             log=self._log,
             owner=self,
             observers=self._observers,
-            direct=self._route.direct,
+            direct=self._route._direct,
+            checked=type(self._route).handle_event is SimpleRouter.handle_event,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -410,13 +442,22 @@ class CollectorQueue:
 
     @property
     def state(self) -> str:
-        """``created``, ``starting``, ``running``, ``closing`` or ``closed``."""
+        """``created``, ``starting``, ``running``, ``closing`` or ``closed``.
+
+        A queue whose event loop ended without a shutdown reads ``closed``.
+        """
+        if (
+            self._state == _RUNNING
+            and self._loop is not None
+            and self._loop.is_closed()
+        ):
+            self._orphan()
         return self._state
 
     @property
     def is_running(self) -> bool:
         """Whether the queue accepts events."""
-        return self._state == _RUNNING
+        return self.state == _RUNNING
 
     def get_metrics(self) -> Metrics:
         """Measure the queue now and return a :class:`Metrics` snapshot.
@@ -528,13 +569,26 @@ class CollectorQueue:
         monitor, then dispatch :class:`InitializedQueue`.
 
         If a collector's ``setup`` raises, the collectors already set up are
-        torn down, nothing is left running and the exception propagates.
+        torn down, nothing is left running and the exception propagates. If
+        the start is cancelled (``asyncio.timeout`` around it, say) while an
+        ``InitializedQueue`` handler runs, the queue shuts down at once, as
+        for a cancelled :meth:`shut_down_queue`, before the cancellation
+        propagates: nothing is left running and every event is answered.
         """
         if self._state != _CREATED:
             raise RuntimeError(
                 f"init_queue() needs a new CollectorQueue; this one is {self._state}"
             )
         self._state = _STARTING
+        # The start's own code (setups, InitializedQueue handlers) and the
+        # tasks it starts must not wait on a shutdown it would hold up.
+        token = _inside.set((*_inside.get(), self))
+        try:
+            await self._start()
+        finally:
+            _inside.reset(token)
+
+    async def _start(self) -> None:
         ready: list[Collector] = []
         try:
             for collector in self.collectors:
@@ -592,7 +646,15 @@ class CollectorQueue:
             consumers=self._pool.size,
             queue_type=self.queue_type.name,
         )
-        await self._bus.dispatch(InitializedQueue(self))
+        try:
+            await self._bus.dispatch(InitializedQueue(self))
+        except BaseException:
+            # Only a cancellation (or KeyboardInterrupt, SystemExit) gets out
+            # of a dispatch: shut down at once rather than leave the queue
+            # running for a caller that never got it.
+            self._hurry.set()
+            await self._await_shutdown(self.request_shutdown())
+            raise
 
     def request_shutdown(self) -> asyncio.Task[None]:
         """Start shutting down without waiting; return the shutdown task.
@@ -624,11 +686,13 @@ class CollectorQueue:
         in reverse order and :class:`ShutDownQueue` is dispatched.
 
         Safe to call several times and concurrently: every caller waits for
-        the same shutdown. Called from inside a handler, it starts the
-        shutdown and returns at once, so the handler can finish. Cancelling
-        the caller (or ``asyncio.timeout`` around it) propagates at once and
-        turns the rest of the shutdown into an immediate one: the drain is
-        cut short and the remaining steps still run.
+        the same shutdown. Called from the queue's own code (a handler, a
+        collector's ``setup`` or ``teardown``, a handler of a message the
+        queue dispatches, or a task any of these started), it starts the
+        shutdown and returns at once: waiting there would wait on itself.
+        Cancelling the caller (or ``asyncio.timeout`` around it) propagates
+        at once and turns the rest of the shutdown into an immediate one: the
+        drain is cut short and the remaining steps still run.
         """
         if self._state == _CREATED:
             self._close_unstarted()
@@ -636,8 +700,11 @@ class CollectorQueue:
         if self._state == _CLOSED and self._shutdown_task is None:
             return
         task = self.request_shutdown()
-        if current_owner.get() is self:
+        if current_owner.get() is self or self in _inside.get():
             return
+        await self._await_shutdown(task)
+
+    async def _await_shutdown(self, task: asyncio.Task[None]) -> None:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -653,6 +720,10 @@ class CollectorQueue:
         self._init_done.set()
 
     async def _shut_down(self) -> None:
+        # This task's own context: what it runs (teardowns, ShutDownQueue
+        # handlers, and the shutdowns of other queues they ask for) must not
+        # wait on it.
+        _inside.set((*_inside.get(), self))
         if self._state == _STARTING:  # init_queue is still setting up
             await self._init_done.wait()
         if self._state != _RUNNING:
@@ -664,22 +735,30 @@ class CollectorQueue:
             qsize=self._queue.qsize(),
             busy=self._pool.busy,
         )
-        await self._drain()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self._pool.stop()
-        leftovers = self._queue.drain()
-        for event in leftovers:
-            event.set_result(
-                cancelled("the queue shut down before the event was handled")
+        leftovers: list[CollectorEvent[Any]] = []
+        try:
+            try:
+                await self._drain()
+            finally:
+                for task in self._background:
+                    task.cancel()
+                await asyncio.gather(*self._background, return_exceptions=True)
+                await self._pool.stop()
+        finally:
+            # Whatever happened above, every event is answered and the
+            # collectors are torn down.
+            leftovers = self._queue.drain()
+            self._pool.answer_unhandled(
+                leftovers, "the queue shut down before the event was handled"
             )
-        await self._teardown(self.collectors)
-        self._state = _CLOSED
+            try:
+                await self._teardown(self.collectors)
+            finally:
+                self._state = _CLOSED
         self._log.info(
             "collector queue shut down",
             events=self._pool.finished,
-            unhandled=len(leftovers),
+            cancelled=self._pool.cancelled + len(leftovers),
         )
         await self._bus.dispatch(ShutDownQueue(self))
 
@@ -709,19 +788,49 @@ class CollectorQueue:
             )
 
     async def _teardown(self, collectors: Sequence[Collector]) -> None:
+        """Tear ``collectors`` down in reverse order; a teardown's failure,
+        whatever it raises, is logged and the next one still runs (only
+        KeyboardInterrupt, SystemExit and this task's own cancellation
+        propagate, after the rest are torn down)."""
+        stop: BaseException | None = None
         for collector in reversed(collectors):
             try:
                 await collector.teardown()
-            except Exception as exc:
+            except BaseException as exc:
+                if propagates(exc):
+                    stop = stop or exc
+                    continue
                 report_exception(
                     self._log, "collector teardown failed", exc, collector=collector.key
                 )
+        if stop is not None:
+            raise stop
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled():
+            if self._state == _RUNNING and task is not self._shutdown_task:
+                # Cancelled by someone else than the shutdown: the loop is
+                # ending (asyncio.run cancels every task left).
+                self._orphan()
+            return
+        if (exc := task.exception()) is not None:
             report_exception(
                 self._log, "background task failed", exc, task=task.get_name()
             )
+
+    def _orphan(self) -> None:
+        """Close a queue whose event loop ended (or is ending) without a
+        shutdown: refuse every send, answer what is queued."""
+        reason = "the collector queue's event loop ended before it was shut down"
+        self._state = _CLOSED
+        self._queue.close(reason)
+        leftovers = self._queue.drain()
+        self._pool.answer_unhandled(leftovers, reason)
+        self._log.warning(
+            "collector queue abandoned without a shutdown; its collectors are "
+            "not torn down",
+            cancelled=len(leftovers),
+        )
 
     async def __aenter__(self) -> CollectorQueue:
         await self.init_queue()
@@ -733,6 +842,17 @@ class CollectorQueue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Shut the queue down (see :meth:`shut_down_queue`). If the body was
+        cancelled (a timeout expired in it, say), the shutdown is an
+        immediate one: queued events are not drained but answered with
+        ``Error(EventCancelled)``, running handlers are cancelled, and the
+        cancellation propagates once the queue is closed."""
+        if (
+            exc_type is not None
+            and issubclass(exc_type, asyncio.CancelledError)
+            and self._hurry is not None
+        ):
+            self._hurry.set()
         await self.shut_down_queue()
 
     # -- background tasks ------------------------------------------------------
@@ -742,7 +862,11 @@ class CollectorQueue:
         ``report_interval`` seconds."""
         while True:
             await asyncio.sleep(self.report_interval)
-            metrics = self.get_metrics()
+            try:
+                metrics = self.get_metrics()
+            except Exception as exc:
+                report_exception(self._log, "metrics report failed", exc)
+                continue
             self._log.info("collector queue metrics", **_metrics_fields(metrics))
             await self._bus.dispatch(ReportedMetrics(metrics))
 
