@@ -21,7 +21,7 @@ def make_runner(collector: Collector) -> Runner:
     always answers with a result.
 
     A plain return value becomes ``Ok``; what the handler raises becomes
-    ``Error`` by the rule of :mod:`event_collector._outcome` (only the running
+    ``Error`` (only the running
     task's own cancellation, ``KeyboardInterrupt`` and ``SystemExit``
     propagate); a handler that outlives the collector's ``timeout`` is
     cancelled and answered with ``Error(TimeoutError)``. The choice between
