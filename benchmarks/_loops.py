@@ -45,7 +45,7 @@ def loop_factory(name: str) -> LoopFactory:
         if factory is None:
             raise ValueError(
                 "loop 'uvloop' needs the uvloop package: "
-                "pip install 'event-collector[uvloop]'"
+                "pip install -e '.[uvloop]' (from a checkout)"
             )
         return factory
     raise ValueError(f"loop must be one of {LOOP_NAMES} (got loop={name!r})")

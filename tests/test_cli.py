@@ -526,7 +526,7 @@ def test_missing_extras_are_named(
     assert main(argv) == 1
     _, err = capsys.readouterr()
     assert missing in err
-    assert 'pip install "event-collector[cli]"' in err
+    assert 'pip install -e ".[cli]"' in err
     assert not Path("never.png").exists()
 
 

@@ -129,10 +129,11 @@ async def test_starlette_app_answers_503_once_the_queue_has_shut_down(
 # What the README and the getting-started page say of the name on PyPI.
 PYPI_WARNING = "`pip install event-collector` installs the older 0.2.x package"
 
-# Where a user reads an install command. docs/guide/cli.rst is not here yet:
-# it still shows the PyPI form and is being rewritten separately.
+# Where a user reads an install command.
 INSTALL_PAGES = [
     "README.md",
+    "BENCHMARKS.md",
+    "docs/guide/cli.rst",
     "examples/README.md",
     "examples/starlette_app.py",
     "docs/index.rst",

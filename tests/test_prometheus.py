@@ -200,4 +200,4 @@ def test_missing_prometheus_client_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert proc.returncode != 0
-    assert 'pip install "event-collector[prometheus]"' in proc.stderr
+    assert 'pip install -e ".[prometheus]"' in proc.stderr

@@ -39,7 +39,7 @@ __all__ = [
     "write_plot",
 ]
 
-CLI_EXTRA = 'pip install "event-collector[cli]"'
+CLI_EXTRA = 'pip install -e ".[cli]" (from a checkout)'
 """The command that installs the ``cli`` extra's packages."""
 
 PLOT_FORMATS = ("png", "svg", "pdf")

@@ -6,7 +6,7 @@ it runs, a summary at the end, and on request a chart (``--plot``) or the
 metrics timeline as JSON lines (``--json``).
 
 The terminal view needs rich and the chart needs matplotlib; both come with
-the ``cli`` extra (``pip install "event-collector[cli]"``) and are imported
+the ``cli`` extra (``pip install -e ".[cli]"`` from a checkout) and are imported
 only when used.
 
 This module holds the command line only: the run itself is

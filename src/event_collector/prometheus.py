@@ -14,7 +14,7 @@ The gauges are read from :meth:`CollectorQueue.get_metrics
 and counters are fed by an event observer, once per answered event. Every
 sample has a ``queue`` label, so several queues can share one registry.
 
-Needs the ``prometheus`` extra: ``pip install "event-collector[prometheus]"``.
+Needs the ``prometheus`` extra: ``pip install -e ".[prometheus]"`` from a checkout.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "event_collector.prometheus needs prometheus_client; install it with "
-        'the prometheus extra: pip install "event-collector[prometheus]"'
+        'the prometheus extra: pip install -e ".[prometheus]" (from a checkout)'
     ) from exc
 
 
