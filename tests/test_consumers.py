@@ -12,11 +12,12 @@ from structlog.testing import capture_logs
 
 from conftest import FakeClock, Gate
 from event_collector._eventqueue import EventQueue
+from event_collector._measure import Meters
 from event_collector.consumers import CONSUMER_NAME, ConsumerPool, current_owner
 from event_collector.data import Error, Ok, Payload, ResultList
 from event_collector.exceptions import EventCancelled
 from event_collector.log import get_logger
-from event_collector.metrics import ServiceWindow
+from event_collector.metrics import LoadAverage, RateMeter, ServiceWindow
 from event_collector.publisher import CollectorEvent
 from event_collector.types import EventObserver
 
@@ -32,14 +33,20 @@ class Harness:
         self.clock = clock
         self.service = ServiceWindow(10)
         self.wait = ServiceWindow(10)
+        meters = Meters(
+            service_times=self.service,
+            wait_times=self.wait,
+            load_average=LoadAverage(1.0, clock=clock),
+            arrivals=RateMeter(1.0, clock=clock),
+            departures=RateMeter(1.0, clock=clock),
+        )
         self.observers: list[EventObserver] = []
         self.owner = object()
         self.pool = ConsumerPool(
             self.queue,
             route,
             clock=clock,
-            service_times=self.service,
-            wait_times=self.wait,
+            meters=meters,
             log=get_logger(True),
             owner=self.owner,
             observers=self.observers,

@@ -18,12 +18,10 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._models import CollectorEvent
 from .exceptions import QueueClosed, QueueFull
-
-if TYPE_CHECKING:
-    from .publisher import CollectorEvent
 
 __all__ = ["EventQueue", "LifoEventQueue", "PriorityEventQueue"]
 

@@ -17,9 +17,9 @@ from .autoscale import load_ratio, next_pool_size
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
+    from ._measure import Measurement
     from .consumers import ConsumerPool
     from .log import Logger
-    from .metrics import LoadAverage, RateMeter
 
 __all__ = ["IDLE_SHRINK_INTERVAL", "Monitor"]
 
@@ -32,13 +32,13 @@ class Monitor:
     """Measures a queue and resizes its consumer pool; :meth:`run` is the
     queue's ``event-collector-monitor`` task.
 
-    :param queue: the event queue (its size, arrival count and put waiter).
-    :param pool: the consumer pool (its size, busy and finished counts).
+    :param queue: the inbox (its put waiter, on which an idle monitor
+        sleeps).
+    :param pool: the consumer pool (its size and busy count).
+    :param backlog: events waiting for a consumer (the transport's count).
     :param clock: the queue's monotonic clock, in seconds.
-    :param load_average: fed the load at every look.
-    :param arrivals: fed the arrival count at every look.
-    :param departures: fed the departure count at every look.
-    :param wip: the Little's-law work in progress at a given time.
+    :param measurement: fed the load and the counts at every look; gives the
+        load average and the Little's-law work in progress.
     :param min_consumers: the pool's lower bound.
     :param max_consumers: the pool's upper bound.
     :param autoscale: whether to resize the pool at all (the measurements
@@ -53,11 +53,9 @@ class Monitor:
         queue: EventQueue,
         pool: ConsumerPool,
         *,
+        backlog: Callable[[], int],
         clock: Callable[[], float],
-        load_average: LoadAverage,
-        arrivals: RateMeter,
-        departures: RateMeter,
-        wip: Callable[[float], float],
+        measurement: Measurement,
         min_consumers: int,
         max_consumers: int,
         autoscale: bool,
@@ -67,11 +65,9 @@ class Monitor:
     ) -> None:
         self._queue = queue
         self._pool = pool
+        self._backlog = backlog
         self._clock = clock
-        self._load_average = load_average
-        self._arrivals = arrivals
-        self._departures = departures
-        self._wip = wip
+        self._measurement = measurement
         self._min = min_consumers
         self._max = max_consumers
         self._autoscale = autoscale
@@ -84,23 +80,19 @@ class Monitor:
         the next put while the queue is idle."""
         loop = asyncio.get_running_loop()
         queue, pool, clock = self._queue, self._pool, self._clock
-        load_average = self._load_average
-        arrivals, departures = self._arrivals, self._departures
+        backlog, measurement = self._backlog, self._measurement
+        load_average = measurement.meters.load_average
         floor = self._min if self._autoscale else self._max
         while True:
             now = clock()
-            qsize, busy, consumers = queue.qsize(), pool.busy, pool.size
+            qsize, busy, consumers = backlog(), pool.busy, pool.size
             load = load_ratio(qsize, busy, consumers)
-            load_average.add(load, now)
-            arrivals.count = queue.put_count
-            arrivals.sample(now)
-            departures.count = pool.finished
-            departures.sample(now)
+            measurement.sample(now, load)
             if self._autoscale:
                 self.resize(now, qsize, busy, consumers, load)
                 # New consumers may have taken their first events already
                 # (eager tasks): look again before deciding to sleep.
-                qsize, busy = queue.qsize(), pool.busy
+                qsize, busy = backlog(), pool.busy
             if qsize == 0 and busy == 0:
                 # Idle: sleep until the next put. Above the floor there is
                 # still a pool to shrink as the rates decay, which needs no
@@ -130,8 +122,10 @@ class Monitor:
             consumers=consumers,
             min_consumers=self._min,
             max_consumers=self._max,
-            avg_load=self._load_average.mean(now) if load < 1.0 else load,
-            wip=self._wip(now) if load < 1.0 else 0.0,
+            avg_load=self._measurement.meters.load_average.mean(now)
+            if load < 1.0
+            else load,
+            wip=self._measurement.wip(now) if load < 1.0 else 0.0,
             wip_margin=self._wip_margin,
         )
         pool = self._pool

@@ -24,9 +24,9 @@ from .log import Logger, report_exception
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
+    from ._measure import Meters
+    from ._models import CollectorEvent
     from .collector import Collector
-    from .metrics import ServiceWindow
-    from .publisher import CollectorEvent
     from .types import EventObserver
 
 __all__ = ["ConsumerPool", "current_owner"]
@@ -66,9 +66,7 @@ class _ConsumerLocals(NamedTuple):
     queue: EventQueue
     route: Route
     clock: Callable[[], float]
-    add_service_time: Callable[[float], None]
-    add_wait_time: Callable[[float], None]
-    observers: list[EventObserver]
+    settle: Callable[[CollectorEvent[Any], object], bool]
     idle: dict[asyncio.Task[None], None]
     items: Any
     take: Callable[[], CollectorEvent[Any]]
@@ -97,20 +95,21 @@ class ConsumerPool:
         route: Route,
         *,
         clock: Callable[[], float],
-        service_times: ServiceWindow,
-        wait_times: ServiceWindow,
+        meters: Meters,
         log: Logger,
         owner: object,
         observers: list[EventObserver],
         direct: Collector | None = None,
         checked: bool = False,
+        settled: Callable[[CollectorEvent[Any]], None] | None = None,
     ) -> None:
         self._queue = queue
         self._route = route
         self._direct = direct
         self._clock = clock
-        self._service_times = service_times
-        self._wait_times = wait_times
+        self._add_service_time = meters.service_times.add
+        self._add_wait_time = meters.wait_times.add
+        self._settled = settled
         self._log = log
         self._owner = owner
         self._observers = observers
@@ -124,9 +123,7 @@ class ConsumerPool:
             queue=queue,
             route=route,
             clock=clock,
-            add_service_time=service_times.add,
-            add_wait_time=wait_times.add,
-            observers=observers,
+            settle=self.settle,
             idle=self._idle,
             items=queue.items,
             take=queue.taker(),
@@ -140,6 +137,11 @@ class ConsumerPool:
         """Events answered by consumers so far."""
         self.cancelled = 0
         """Events whose handler was cancelled while it ran."""
+
+    def set_owner(self, owner: object) -> None:
+        """What ``current_owner`` holds inside the consumers started from now
+        on (the queue's life cycle, for ``shut_down_queue``)."""
+        self._owner = owner
 
     # -- size --------------------------------------------------------------
 
@@ -235,9 +237,7 @@ class ConsumerPool:
             queue,
             route,
             clock,
-            add_service_time,
-            add_wait_time,
-            observers,
+            settle,
             idle,
             items,
             take,
@@ -268,7 +268,7 @@ class ConsumerPool:
                 finally:
                     idle.pop(task, None)
             self.busy += 1
-            start = event.started_at = clock()
+            event.started_at = clock()
             # The event's own fields, read directly on this hot path: a
             # plain value's Payload is made here, for the handler only.
             payload = event._payload
@@ -304,26 +304,57 @@ class ConsumerPool:
                     raise
                 answer = ResultList((Error(exc),))
             self.busy -= 1
-            end = event.finished_at = clock()
-            add_service_time(end - start)
-            add_wait_time(end - event.sent_at)
-            self.finished += 1
-            event._set_answer(answer)
-            if observers:
-                self._observe(event)
+            settle(event, answer)
             # An idle consumer must not keep the last event (and through it
             # the results and any exception) alive.
             del event, payload, answer
             if self._stopping:
                 return
 
+    # -- settling: every answer of an event goes through here -----------------
+
+    def settle(
+        self,
+        event: CollectorEvent[Any],
+        answer: object,
+        ran: bool = True,
+        measured: bool = True,
+    ) -> bool:
+        """Answer ``event``, once; return ``False`` if it was answered already.
+
+        The one place an event is answered, whatever answers it: a
+        consumer's result (``ran`` and ``measured``: the service and wait
+        time windows and the departure count take it), a consumer cancelled
+        inside the handler (``ran``, not ``measured``), the shutdown
+        answering what was still queued (neither), a transport settling an
+        event later (a dead letter). It stamps ``finished_at``, sets the
+        answer (a ``ResultList``, or the value a lone collector returned),
+        lets the transport settle the event (acknowledge, reply) and shows
+        it to the observers, in that order.
+        """
+        end = self._clock()
+        if not event._set_answer(answer):
+            return False
+        event.finished_at = end
+        if ran:
+            self.finished += 1
+            if measured:
+                started = event.started_at
+                if started is not None:
+                    self._add_service_time(end - started)
+                self._add_wait_time(end - event.sent_at)
+        settled = self._settled
+        if settled is not None:
+            settled(event)
+        if self._observers:
+            self._observe(event)
+        return True
+
     def _answer_stopped(self, event: CollectorEvent[Any], exc: BaseException) -> None:
         """Answer the event of a consumer stopped inside its handler: by its
         cancellation (the queue shutting down, or the loop ending), or by a
         ``KeyboardInterrupt`` / ``SystemExit`` raised in the handler."""
         self.busy -= 1
-        event.finished_at = self._clock()
-        self.finished += 1
         if isinstance(exc, asyncio.CancelledError):
             self.cancelled += 1
             reason = (
@@ -332,21 +363,16 @@ class ConsumerPool:
                 else "the consumer was cancelled while the event's handler was "
                 "running (its event loop is ending?)"
             )
-            answered = event.set_result(cancelled(reason))
+            self.settle(event, cancelled(reason), measured=False)
         else:
-            answered = event.set_result(ResultList((Error(exc),)))
-        if answered and self._observers:
-            self._observe(event)
+            self.settle(event, ResultList((Error(exc),)), measured=False)
 
     def answer_unhandled(self, events: list[CollectorEvent[Any]], reason: str) -> None:
         """Answer events no consumer took (left queued at shutdown) with
-        ``Error(EventCancelled(reason))``, and show them to the observers."""
-        now = self._clock()
+        ``Error(EventCancelled(reason))``."""
         answer = cancelled(reason)
         for event in events:
-            event.finished_at = now
-            if event.set_result(answer) and self._observers:
-                self._observe(event)
+            self.settle(event, answer, ran=False, measured=False)
 
     def _observe(self, event: CollectorEvent[Any]) -> None:
         # A snapshot: an observer that removes itself (or another) while it

@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._measure import metrics_json_fields
 from .collector import Collector
 from .data import Context, Error, Payload
 from .exceptions import EventCancelled
@@ -28,7 +29,6 @@ from .queue import (
     MIN_METRICS_COLLECTOR_WINDOW_SIZE,
     CollectorQueue,
     Metrics,
-    metrics_json_fields,
 )
 
 if TYPE_CHECKING:

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import dataclasses
-import datetime
 import inspect
-import math
 import sys
 import threading
 import time
@@ -27,17 +24,18 @@ from typing import Any
 from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
-from ._eventqueue import EventQueue, LifoEventQueue, PriorityEventQueue
+from ._lifecycle import Lifecycle
+from ._measure import Measurement, metrics_json_fields
+from ._models import DEFAULT_PRIORITY, Load, Metrics, QueueState, QueueType
 from ._monitor import Monitor
-from ._outcome import propagates
 from .autoscale import load_ratio
 from .collector import Collector
-from .consumers import ConsumerPool, current_owner
+from .consumers import ConsumerPool
 from .exceptions import ConfigError
 from .log import Logger, get_logger, report_exception
-from .metrics import LoadAverage, RateMeter, ServiceWindow
-from .publisher import DEFAULT_PRIORITY, CollectorEvent, EventPublisher, QueueType
+from .publisher import EventPublisher
 from .router import Router, SimpleRouter
+from .transport import MemoryTransport, Transport
 from .types import EventObserver
 
 __all__ = [
@@ -57,6 +55,7 @@ __all__ = [
     "Load",
     "Metrics",
     "MonotonicTime",
+    "QueueState",
     "ReportedMetrics",
     "ShutDownQueue",
 ]
@@ -104,56 +103,6 @@ METRICS_WARMUP_INTERVAL: float = 3.0
 averages are reported as 0."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Metrics:
-    """A snapshot of the queue's runtime measurements.
-
-    Averages (``avg_load``, ``service_time``, ``wait_time``, the rates and
-    ``wip``) read 0 during the first ``metrics_warmup_interval`` seconds.
-    """
-
-    timestamp: datetime.datetime
-    """When the snapshot was taken (UTC)."""
-    qsize: int
-    """Events waiting in the queue."""
-    busy: int
-    """Consumers running a handler."""
-    consumers: int
-    """Consumers in the pool."""
-    load: float
-    """``(qsize + busy) / consumers``: 1 means every consumer has an event."""
-    avg_load: float
-    """Time-weighted mean of ``load`` over ``avg_load_interval`` seconds."""
-    service_time: float
-    """Mean seconds the handlers took, over the last
-    ``event_service_data_window_size`` events."""
-    wait_time: float
-    """Mean seconds from send to answer, over the same events."""
-    arrival_rate: float
-    """Events accepted per second, over ``metrics_collector_window_size``."""
-    departure_rate: float
-    """Events answered per second, over the same window."""
-    wip: float
-    """Little's-law work in progress: ``arrival_rate x service_time``, the
-    number of consumers the current load keeps busy."""
-    event_count: int
-    """Events answered by consumers since the queue started."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Load:
-    """The queue's load at one moment."""
-
-    qsize: int
-    """Events waiting in the queue."""
-    busy: int
-    """Consumers running a handler."""
-    consumers: int
-    """Consumers in the pool."""
-    ratio: float
-    """``(qsize + busy) / consumers`` (0 without consumers)."""
-
-
 @dataclasses.dataclass(slots=True)
 class ReportedMetrics(bus.Message):
     """Dispatched on the queue's bus after each metrics report."""
@@ -181,25 +130,6 @@ class ShutDownQueue(bus.Message):
 CROSS_THREAD_METRICS_TIMEOUT: float = 1.0
 """Seconds ``get_metrics`` called from another thread waits for the event
 loop to take the measurement before it reads without the loop."""
-
-_QUEUE_CLASSES: dict[QueueType, type[EventQueue]] = {
-    QueueType.FIFO: EventQueue,
-    QueueType.LIFO: LifoEventQueue,
-    QueueType.PRIORITY: PriorityEventQueue,
-}
-
-_inside: contextvars.ContextVar[tuple[CollectorQueue, ...]] = contextvars.ContextVar(
-    "event_collector_inside", default=()
-)
-"""The queues whose start or shutdown the running code is part of."""
-
-_CREATED, _STARTING, _RUNNING, _CLOSING, _CLOSED = (
-    "created",
-    "starting",
-    "running",
-    "closing",
-    "closed",
-)
 
 
 def _check_collectors(collectors: Any) -> list[Collector]:
@@ -251,6 +181,11 @@ class CollectorQueue:
         ``send`` waits for room and ``send_nowait`` raises ``QueueFull``.
     :param clock: the monotonic clock (seconds) behind the metrics;
         ``time.monotonic`` by default.
+    :param transport: what carries the events (see
+        :mod:`event_collector.transport`); by default a
+        :class:`~event_collector.transport.MemoryTransport` in this process,
+        which ``queue_type`` and ``maxsize`` configure. One transport serves
+        one queue.
     """
 
     def __init__(
@@ -274,6 +209,7 @@ class CollectorQueue:
         *,
         maxsize: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        transport: Transport | None = None,
     ) -> None:
         self.logging: bool = check_bool("logging", logging)
         """Whether the queue logs through the ``event_collector`` structlog
@@ -374,10 +310,21 @@ class CollectorQueue:
         self._clock = clock
 
         self._bus = bus.MessageBus(log=self._log)
-        self._queue: EventQueue = _QUEUE_CLASSES[queue_type](self.maxsize)
         self._observers: list[EventObserver] = []
-        self._service_times = ServiceWindow(self.event_service_data_window_size)
-        self._wait_times = ServiceWindow(self.event_service_data_window_size)
+        if transport is None:
+            transport = MemoryTransport()
+        elif not all(
+            callable(getattr(transport, name, None))
+            for name in ("attach", "start", "close", "hand_back", "stop")
+        ):
+            raise ConfigError(
+                "transport must be a Transport (a MemoryTransport, say) "
+                f"(got transport={transport!r})"
+            )
+        self._transport = transport
+        inbox = self._inbox = transport.attach(
+            queue_type=queue_type, maxsize=self.maxsize
+        )
         try:
             self._route = router({c.key: c for c in collector_list})
         except ConfigError:
@@ -386,37 +333,54 @@ class CollectorQueue:
             raise ConfigError(
                 f"router: {router.__qualname__}(collectors) raised {exc!r}"
             ) from exc
+        self._measurement = Measurement(
+            clock=clock,
+            load=self.current_load,
+            arrived=lambda: inbox.put_count,
+            departed=lambda: self._pool.finished,
+            events=self.event_service_data_window_size,
+            avg_load_interval=self.avg_load_interval,
+            rate_window=self.metrics_collector_window_size,
+            warmup=self.metrics_warmup_interval,
+        )
         self._pool = ConsumerPool(
-            self._queue,
+            inbox,
             self._route.handle_event,
             clock=clock,
-            service_times=self._service_times,
-            wait_times=self._wait_times,
+            meters=self._measurement.meters,
             log=self._log,
-            owner=self,
+            owner=None,
             observers=self._observers,
             direct=self._route._direct,
             checked=type(self._route).handle_event is SimpleRouter.handle_event,
+            settled=transport.settle,
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._publisher = EventPublisher(
-            self._queue,
+            transport,
+            bounded=self.maxsize > 0,
             queue_type=queue_type,
             default_priority=self.default_priority,
             clock=clock,
-            loop_ref=lambda: self._loop,
+            loop_ref=lambda: self._life.loop,
             join=self._pool.wait_idle,
         )
-        self._state = _CREATED
-        self._started_at = 0.0
-        self._load_average: LoadAverage | None = None
-        self._arrivals: RateMeter | None = None
-        self._departures: RateMeter | None = None
-        self._background: list[asyncio.Task[None]] = []
-        self._shutdown_task: asyncio.Task[None] | None = None
-        self._hurry: asyncio.Event | None = None
-        self._init_done = asyncio.Event()
+        background = [("event-collector-monitor", self._monitor)]
+        if self.report_interval > 0:
+            background.append(("event-collector-reporter", self._reporter))
+        self._life = Lifecycle(
+            collectors=collector_list,
+            transport=transport,
+            pool=self._pool,
+            initial_consumers=self.min_consumers if autoscale else self.max_consumers,
+            background=background,
+            started=lambda: self._bus.dispatch(InitializedQueue(self)),
+            shut_down=lambda: self._bus.dispatch(ShutDownQueue(self)),
+            on_start=self._on_start,
+            drain_timeout=self.consumer_shutdown_timeout,
+            log=self._log,
+        )
+        self._pool.set_owner(self._life)
 
     # -- public queries ------------------------------------------------------
 
@@ -429,35 +393,38 @@ class CollectorQueue:
         ``ShutDownQueue`` and ``ReportedMetrics``."""
         return self._bus
 
+    @property
+    def transport(self) -> Transport:
+        """What carries the queue's events (a
+        :class:`~event_collector.transport.MemoryTransport` by default)."""
+        return self._transport
+
     def consumer_count(self) -> int:
         """Consumers in the pool now."""
         return self._pool.size
 
     def current_load(self) -> Load:
         """The load now: queued and busy events per consumer."""
-        qsize = self._queue.qsize()
+        qsize = self._transport.backlog()
         busy = self._pool.busy
         consumers = self._pool.size
         return Load(qsize, busy, consumers, load_ratio(qsize, busy, consumers))
 
     @property
-    def state(self) -> str:
-        """``created``, ``starting``, ``running``, ``closing`` or ``closed``.
+    def state(self) -> QueueState:
+        """``created``, ``starting``, ``running``, ``closing`` or ``closed``
+        (a :class:`QueueState`, equal to those strings).
 
         A queue whose event loop ended without a shutdown reads ``closed``.
         """
-        if (
-            self._state == _RUNNING
-            and self._loop is not None
-            and self._loop.is_closed()
-        ):
-            self._orphan()
-        return self._state
+        life = self._life
+        life.check_loop()
+        return life.state
 
     @property
     def is_running(self) -> bool:
         """Whether the queue accepts events."""
-        return self.state == _RUNNING
+        return self.state == QueueState.RUNNING
 
     def get_metrics(self) -> Metrics:
         """Measure the queue now and return a :class:`Metrics` snapshot.
@@ -468,7 +435,8 @@ class CollectorQueue:
         ``CROSS_THREAD_METRICS_TIMEOUT`` seconds (it is blocked), the
         snapshot is read from here without touching the queue's state.
         """
-        loop = self._loop
+        loop = self._life.loop
+        snapshot = self._measurement.snapshot
         if (
             loop is not None
             and self._loop_thread != threading.get_ident()
@@ -479,7 +447,7 @@ class CollectorQueue:
             def measure() -> None:
                 if future.set_running_or_notify_cancel():
                     try:
-                        future.set_result(self._measure(update=True))
+                        future.set_result(snapshot(update=True))
                     except BaseException as exc:
                         future.set_exception(exc)
 
@@ -488,36 +456,13 @@ class CollectorQueue:
                 return future.result(timeout=CROSS_THREAD_METRICS_TIMEOUT)
             except (RuntimeError, concurrent.futures.TimeoutError):
                 future.cancel()  # the loop closed or is blocked
-            return self._measure(update=False)
-        return self._measure(update=True)
-
-    def _measure(self, *, update: bool) -> Metrics:
-        now = self._clock()
-        load = self.current_load()
-        avg_load = service_time = wait_time = arrival = departure = 0.0
-        if self._warm(now):
-            avg_load = self._average_load(now, update)
-            service_time = self._service_times.mean()
-            wait_time = self._wait_times.mean()
-            arrival, departure = self._rates(now)
-        return Metrics(
-            timestamp=datetime.datetime.now(datetime.UTC),
-            qsize=load.qsize,
-            busy=load.busy,
-            consumers=load.consumers,
-            load=load.ratio,
-            avg_load=avg_load,
-            service_time=service_time,
-            wait_time=wait_time,
-            arrival_rate=arrival,
-            departure_rate=departure,
-            wip=arrival * service_time,
-            event_count=self._pool.finished,
-        )
+            return snapshot(update=False)
+        return snapshot(update=True)
 
     def add_event_observer(self, observer: EventObserver) -> None:
-        """Call ``observer(event)`` each time a consumer answers an event
-        (for histograms, error counters...). It runs on the hot path: keep it
+        """Call ``observer(event)`` each time an event is answered, however
+        it is answered (results, errors, cancelled at shutdown), for
+        histograms and error counters. It runs on the hot path: keep it
         quick. Its exceptions are logged."""
         self._observers.append(observer)
 
@@ -526,47 +471,11 @@ class CollectorQueue:
         if observer in self._observers:
             self._observers.remove(observer)
 
-    # -- measurements --------------------------------------------------------
-
-    def _warm(self, now: float) -> bool:
-        return self._state != _CREATED and (
-            now - self._started_at >= self.metrics_warmup_interval
-        )
-
-    def _average_load(self, now: float, update: bool = True) -> float:
-        average = self._load_average
-        if average is None:
-            return 0.0
-        if update:
-            # The monitor stops sampling while the queue idles: bring the
-            # average up to now with the load as it is.
-            average.add(self.current_load().ratio, now)
-        return average.mean(now)
-
-    def _arrival_rate(self, now: float) -> float:
-        arrivals = self._arrivals
-        if arrivals is None:
-            return 0.0
-        arrivals.count = self._queue.put_count
-        return arrivals.rate(now)
-
-    def _rates(self, now: float) -> tuple[float, float]:
-        departures = self._departures
-        if departures is None:
-            return 0.0, 0.0
-        departures.count = self._pool.finished
-        return self._arrival_rate(now), departures.rate(now)
-
-    def _wip(self, now: float) -> float:
-        if not self._warm(now):
-            return 0.0
-        return self._arrival_rate(now) * self._service_times.mean()
-
-    # -- life cycle ----------------------------------------------------------
+    # -- life cycle (the steps are in _lifecycle) ----------------------------
 
     async def init_queue(self) -> None:
-        """Set up the collectors (in order), start the consumers and the
-        monitor, then dispatch :class:`InitializedQueue`.
+        """Set up the collectors (in order), start the transport, the
+        consumers and the monitor, then dispatch :class:`InitializedQueue`.
 
         If a collector's ``setup`` raises, the collectors already set up are
         torn down, nothing is left running and the exception propagates. If
@@ -575,86 +484,7 @@ class CollectorQueue:
         for a cancelled :meth:`shut_down_queue`, before the cancellation
         propagates: nothing is left running and every event is answered.
         """
-        if self._state != _CREATED:
-            raise RuntimeError(
-                f"init_queue() needs a new CollectorQueue; this one is {self._state}"
-            )
-        self._state = _STARTING
-        # The start's own code (setups, InitializedQueue handlers) and the
-        # tasks it starts must not wait on a shutdown it would hold up.
-        token = _inside.set((*_inside.get(), self))
-        try:
-            await self._start()
-        finally:
-            _inside.reset(token)
-
-    async def _start(self) -> None:
-        ready: list[Collector] = []
-        try:
-            for collector in self.collectors:
-                await collector.setup()
-                ready.append(collector)
-        except BaseException:
-            await self._teardown(ready)
-            self._close_unstarted("the collector queue failed to start")
-            raise
-
-        loop = self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._started_at = self._clock()
-        self._load_average = LoadAverage(self.avg_load_interval, clock=self._clock)
-        self._arrivals = RateMeter(
-            self.metrics_collector_window_size, clock=self._clock
-        )
-        self._departures = RateMeter(
-            self.metrics_collector_window_size, clock=self._clock
-        )
-        monitor = Monitor(
-            self._queue,
-            self._pool,
-            clock=self._clock,
-            load_average=self._load_average,
-            arrivals=self._arrivals,
-            departures=self._departures,
-            wip=self._wip,
-            min_consumers=self.min_consumers,
-            max_consumers=self.max_consumers,
-            autoscale=self.autoscale,
-            interval=self.monitor_interval,
-            wip_margin=self.wip_margin,
-            log=self._log,
-        )
-        self._hurry = asyncio.Event()
-        self._queue.open()
-        self._pool.grow(
-            self.min_consumers if self.autoscale else self.max_consumers, eager=False
-        )
-        self._background.append(
-            loop.create_task(monitor.run(), name="event-collector-monitor")
-        )
-        if self.report_interval > 0:
-            self._background.append(
-                loop.create_task(self._reporter(), name="event-collector-reporter")
-            )
-        for task in self._background:
-            task.add_done_callback(self._background_done)
-        self._state = _RUNNING
-        self._init_done.set()
-        self._log.info(
-            "collector queue started",
-            collectors=[c.key for c in self.collectors],
-            consumers=self._pool.size,
-            queue_type=self.queue_type.name,
-        )
-        try:
-            await self._bus.dispatch(InitializedQueue(self))
-        except BaseException:
-            # Only a cancellation (or KeyboardInterrupt, SystemExit) gets out
-            # of a dispatch: shut down at once rather than leave the queue
-            # running for a caller that never got it.
-            self._hurry.set()
-            await self._await_shutdown(self.request_shutdown())
-            raise
+        await self._life.start()
 
     def request_shutdown(self) -> asyncio.Task[None]:
         """Start shutting down without waiting; return the shutdown task.
@@ -663,16 +493,7 @@ class CollectorQueue:
         with ``loop.add_signal_handler``. Calling it again returns the same
         task.
         """
-        if self._state == _CREATED:
-            self._close_unstarted()
-        task = self._shutdown_task
-        if task is None:
-            loop = self._loop or asyncio.get_running_loop()
-            task = self._shutdown_task = loop.create_task(
-                self._shut_down(), name="event-collector-shutdown"
-            )
-            task.add_done_callback(self._background_done)
-        return task
+        return self._life.request()
 
     async def shut_down_queue(self) -> None:
         """Stop accepting events, drain, answer everything, tear down.
@@ -694,145 +515,10 @@ class CollectorQueue:
         at once and turns the rest of the shutdown into an immediate one: the
         drain is cut short and the remaining steps still run.
         """
-        if self._state == _CREATED:
-            self._close_unstarted()
-            return
-        if self._state == _CLOSED and self._shutdown_task is None:
-            return
-        task = self.request_shutdown()
-        if current_owner.get() is self or self in _inside.get():
-            return
-        await self._await_shutdown(task)
-
-    async def _await_shutdown(self, task: asyncio.Task[None]) -> None:
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done() and self._hurry is not None:
-                self._hurry.set()
-            raise
-
-    def _close_unstarted(
-        self, reason: str = "the collector queue was shut down before it started"
-    ) -> None:
-        self._state = _CLOSED
-        self._queue.close(reason)
-        self._init_done.set()
-
-    async def _shut_down(self) -> None:
-        # This task's own context: what it runs (teardowns, ShutDownQueue
-        # handlers, and the shutdowns of other queues they ask for) must not
-        # wait on it.
-        _inside.set((*_inside.get(), self))
-        if self._state == _STARTING:  # init_queue is still setting up
-            await self._init_done.wait()
-        if self._state != _RUNNING:
-            return
-        self._state = _CLOSING
-        self._queue.close("the collector queue is shut down")
-        self._log.info(
-            "collector queue shutting down",
-            qsize=self._queue.qsize(),
-            busy=self._pool.busy,
-        )
-        leftovers: list[CollectorEvent[Any]] = []
-        try:
-            try:
-                await self._drain()
-            finally:
-                for task in self._background:
-                    task.cancel()
-                await asyncio.gather(*self._background, return_exceptions=True)
-                await self._pool.stop()
-        finally:
-            # Whatever happened above, every event is answered and the
-            # collectors are torn down.
-            leftovers = self._queue.drain()
-            self._pool.answer_unhandled(
-                leftovers, "the queue shut down before the event was handled"
-            )
-            try:
-                await self._teardown(self.collectors)
-            finally:
-                self._state = _CLOSED
-        self._log.info(
-            "collector queue shut down",
-            events=self._pool.finished,
-            cancelled=self._pool.cancelled + len(leftovers),
-        )
-        await self._bus.dispatch(ShutDownQueue(self))
-
-    async def _drain(self) -> None:
-        assert self._hurry is not None
-        if self._pool.is_idle() or self._hurry.is_set():
-            return
-        timeout = self.consumer_shutdown_timeout
-        idle = asyncio.ensure_future(self._pool.wait_idle())
-        hurry = asyncio.ensure_future(self._hurry.wait())
-        try:
-            await asyncio.wait(
-                (idle, hurry),
-                timeout=timeout if timeout > 0 else None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            idle.cancel()
-            hurry.cancel()
-            await asyncio.gather(idle, hurry, return_exceptions=True)
-        if not self._pool.is_idle():
-            self._log.warning(
-                "shutdown cancels unfinished events",
-                qsize=self._queue.qsize(),
-                busy=self._pool.busy,
-                timeout=timeout,
-            )
-
-    async def _teardown(self, collectors: Sequence[Collector]) -> None:
-        """Tear ``collectors`` down in reverse order; a teardown's failure,
-        whatever it raises, is logged and the next one still runs (only
-        KeyboardInterrupt, SystemExit and this task's own cancellation
-        propagate, after the rest are torn down)."""
-        stop: BaseException | None = None
-        for collector in reversed(collectors):
-            try:
-                await collector.teardown()
-            except BaseException as exc:
-                if propagates(exc):
-                    stop = stop or exc
-                    continue
-                report_exception(
-                    self._log, "collector teardown failed", exc, collector=collector.key
-                )
-        if stop is not None:
-            raise stop
-
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            if self._state == _RUNNING and task is not self._shutdown_task:
-                # Cancelled by someone else than the shutdown: the loop is
-                # ending (asyncio.run cancels every task left).
-                self._orphan()
-            return
-        if (exc := task.exception()) is not None:
-            report_exception(
-                self._log, "background task failed", exc, task=task.get_name()
-            )
-
-    def _orphan(self) -> None:
-        """Close a queue whose event loop ended (or is ending) without a
-        shutdown: refuse every send, answer what is queued."""
-        reason = "the collector queue's event loop ended before it was shut down"
-        self._state = _CLOSED
-        self._queue.close(reason)
-        leftovers = self._queue.drain()
-        self._pool.answer_unhandled(leftovers, reason)
-        self._log.warning(
-            "collector queue abandoned without a shutdown; its collectors are "
-            "not torn down",
-            cancelled=len(leftovers),
-        )
+        await self._life.shut_down()
 
     async def __aenter__(self) -> CollectorQueue:
+        """Start the queue (:meth:`init_queue`) and return it."""
         await self.init_queue()
         return self
 
@@ -847,15 +533,37 @@ class CollectorQueue:
         immediate one: queued events are not drained but answered with
         ``Error(EventCancelled)``, running handlers are cancelled, and the
         cancellation propagates once the queue is closed."""
-        if (
-            exc_type is not None
-            and issubclass(exc_type, asyncio.CancelledError)
-            and self._hurry is not None
-        ):
-            self._hurry.set()
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self._life.hurry()
         await self.shut_down_queue()
 
-    # -- background tasks ------------------------------------------------------
+    # -- what the life cycle runs ----------------------------------------------
+
+    def _on_start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._measurement.start()
+        self._log.info(
+            "collector queue started",
+            collectors=[c.key for c in self.collectors],
+            consumers=self.min_consumers if self.autoscale else self.max_consumers,
+            queue_type=self.queue_type.name,
+        )
+
+    def _monitor(self) -> Any:
+        monitor = Monitor(
+            self._inbox,
+            self._pool,
+            backlog=self._transport.backlog,
+            clock=self._clock,
+            measurement=self._measurement,
+            min_consumers=self.min_consumers,
+            max_consumers=self.max_consumers,
+            autoscale=self.autoscale,
+            interval=self.monitor_interval,
+            wip_margin=self.wip_margin,
+            log=self._log,
+        )
+        return monitor.run()
 
     async def _reporter(self) -> None:
         """Log the metrics and dispatch :class:`ReportedMetrics` every
@@ -872,20 +580,9 @@ class CollectorQueue:
 
     def __repr__(self) -> str:
         return (
-            f"<CollectorQueue {self._state} consumers={self._pool.size} "
-            f"qsize={self._queue.qsize()}>"
+            f"<CollectorQueue {self._life.state} consumers={self._pool.size} "
+            f"qsize={self._transport.backlog()}>"
         )
-
-
-def metrics_json_fields(metrics: Metrics) -> dict[str, Any]:
-    """``metrics`` as a JSON-ready mapping: the timestamp in ISO 8601, and
-    ``None`` for a figure that is not finite."""
-    fields = dataclasses.asdict(metrics)
-    fields["timestamp"] = metrics.timestamp.isoformat()
-    for name, value in fields.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            fields[name] = None
-    return fields
 
 
 def _metrics_fields(metrics: Metrics) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from .data import Context, Payload
 from .messagebus import BusHandler
 
 if TYPE_CHECKING:
-    from .publisher import CollectorEvent
+    from ._models import CollectorEvent
 
 __all__ = ["BusHandler", "EventObserver", "LifecycleManager", "Processor"]
 
