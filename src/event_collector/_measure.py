@@ -9,9 +9,12 @@ to test.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +148,39 @@ class Measurement:
             wip=arrival * service_time,
             event_count=self._departed(),
         )
+
+    def snapshot_from_any_thread(
+        self,
+        loop: asyncio.AbstractEventLoop | None,
+        loop_thread: int | None,
+        timeout: float,
+    ) -> Metrics:
+        """The metrics now, from any thread: outside ``loop``'s thread the
+        snapshot is taken on the loop, so it never races the monitor; if the
+        loop does not answer within ``timeout`` seconds (it is blocked), it
+        is read from here without writing anything."""
+        snapshot = self.snapshot
+        if (
+            loop is None
+            or loop_thread == threading.get_ident()
+            or not (loop.is_running())
+        ):
+            return snapshot(update=True)
+        future: concurrent.futures.Future[Metrics] = concurrent.futures.Future()
+
+        def measure() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(snapshot(update=True))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(measure)
+            return future.result(timeout=timeout)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            future.cancel()  # the loop closed or is blocked
+        return snapshot(update=False)
 
 
 def metrics_json_fields(metrics: Metrics) -> dict[str, Any]:

@@ -185,6 +185,47 @@ def _name(func: object) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
 
 
+def _check_collectors(collectors: Any) -> list[Collector]:
+    """The queue's ``collectors`` argument as instances (a class given is
+    instantiated with no arguments), or a ``ConfigError`` saying what is
+    wrong with it."""
+    if isinstance(collectors, str | bytes) or not isinstance(collectors, Sequence):
+        raise ConfigError(
+            "collectors must be a list of Collector instances or subclasses "
+            f"(got collectors={collectors!r})"
+        )
+    if not collectors:
+        raise ConfigError("collectors must not be empty (got collectors=[])")
+    instances: list[Collector] = []
+    for item in collectors:
+        if isinstance(item, type) and issubclass(item, Collector):
+            try:
+                instances.append(item())
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(
+                    f"collectors: the Collector subclass {item.__qualname__} must "
+                    "be constructible with no arguments; pass an instance instead "
+                    f"(calling {item.__qualname__}() raised {exc!r})"
+                ) from exc
+        elif isinstance(item, Collector):
+            instances.append(item)
+        else:
+            raise ConfigError(
+                "collectors must hold Collector instances or subclasses "
+                f"(got {item!r} in collectors)"
+            )
+    keys = [c.key for c in instances]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"collectors must have unique keys (got duplicate keys {duplicates} "
+            "in collectors)"
+        )
+    return instances
+
+
 CollectorList = TypeAliasType("CollectorList", Sequence[Collector | type[Collector]])
 """What ``CollectorQueue`` takes: collector instances or subclasses."""
 

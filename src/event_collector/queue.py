@@ -11,30 +11,22 @@ work in progress (arrival rate x service time) plus a margin.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import inspect
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
 
 from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
-from ._lifecycle import Lifecycle
-from ._measure import Measurement, metrics_json_fields
+from ._engine import Engine
 from ._models import DEFAULT_PRIORITY, Load, Metrics, QueueState, QueueType
-from ._monitor import Monitor
-from .autoscale import load_ratio
-from .collector import Collector
-from .consumers import ConsumerPool
+from .collector import Collector, _check_collectors
 from .exceptions import ConfigError
-from .log import Logger, get_logger, report_exception
+from .log import Logger, get_logger
 from .publisher import EventPublisher
-from .router import Router, SimpleRouter
+from .router import Router, SimpleRouter, _check_router
 from .transport import MemoryTransport, Transport
 from .types import EventObserver
 
@@ -132,44 +124,6 @@ CROSS_THREAD_METRICS_TIMEOUT: float = 1.0
 loop to take the measurement before it reads without the loop."""
 
 
-def _check_collectors(collectors: Any) -> list[Collector]:
-    if isinstance(collectors, str | bytes) or not isinstance(collectors, Sequence):
-        raise ConfigError(
-            "collectors must be a list of Collector instances or subclasses "
-            f"(got collectors={collectors!r})"
-        )
-    if not collectors:
-        raise ConfigError("collectors must not be empty (got collectors=[])")
-    instances: list[Collector] = []
-    for item in collectors:
-        if isinstance(item, type) and issubclass(item, Collector):
-            try:
-                instances.append(item())
-            except ConfigError:
-                raise
-            except Exception as exc:
-                raise ConfigError(
-                    f"collectors: the Collector subclass {item.__qualname__} must "
-                    "be constructible with no arguments; pass an instance instead "
-                    f"(calling {item.__qualname__}() raised {exc!r})"
-                ) from exc
-        elif isinstance(item, Collector):
-            instances.append(item)
-        else:
-            raise ConfigError(
-                "collectors must hold Collector instances or subclasses "
-                f"(got {item!r} in collectors)"
-            )
-    keys = [c.key for c in instances]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise ConfigError(
-            f"collectors must have unique keys (got duplicate keys {duplicates} "
-            "in collectors)"
-        )
-    return instances
-
-
 class CollectorQueue:
     """A queue whose consumer pool grows and shrinks with the load.
 
@@ -219,17 +173,7 @@ class CollectorQueue:
         collector_list = _check_collectors(collectors)
         self.collectors: list[Collector] = collector_list
         """The collectors, instantiated where a class was given."""
-        if not (isinstance(router, type) and issubclass(router, Router)):
-            raise ConfigError(
-                "router must be a Router subclass (the class, not an instance) "
-                f"(got router={router!r})"
-            )
-        if inspect.isabstract(router):
-            missing = ", ".join(sorted(getattr(router, "__abstractmethods__", ())))
-            raise ConfigError(
-                "router must be a concrete Router subclass that implements "
-                f"{missing} (got router={router!r}, which is abstract)"
-            )
+        _check_router(router)
         self.router: type[Router] = router
         """The router class that delivers payloads to collectors."""
         self.autoscale: bool = check_bool("autoscale", autoscale)
@@ -310,7 +254,6 @@ class CollectorQueue:
         self._clock = clock
 
         self._bus = bus.MessageBus(log=self._log)
-        self._observers: list[EventObserver] = []
         if transport is None:
             transport = MemoryTransport()
         elif not all(
@@ -321,72 +264,25 @@ class CollectorQueue:
                 "transport must be a Transport (a MemoryTransport, say) "
                 f"(got transport={transport!r})"
             )
-        self._transport = transport
-        inbox = self._inbox = transport.attach(
-            queue_type=queue_type, maxsize=self.maxsize
-        )
-        try:
-            self._route = router({c.key: c for c in collector_list})
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(
-                f"router: {router.__qualname__}(collectors) raised {exc!r}"
-            ) from exc
-        self._measurement = Measurement(
-            clock=clock,
-            load=self.current_load,
-            arrived=lambda: inbox.put_count,
-            departed=lambda: self._pool.finished,
-            events=self.event_service_data_window_size,
-            avg_load_interval=self.avg_load_interval,
-            rate_window=self.metrics_collector_window_size,
-            warmup=self.metrics_warmup_interval,
-        )
-        self._pool = ConsumerPool(
-            inbox,
-            self._route.handle_event,
-            clock=clock,
-            meters=self._measurement.meters,
-            log=self._log,
-            owner=None,
-            observers=self._observers,
-            direct=self._route._direct,
-            checked=type(self._route).handle_event is SimpleRouter.handle_event,
-            settled=transport.settle,
-        )
-        self._loop_thread: int | None = None
-        self._publisher = EventPublisher(
-            transport,
-            bounded=self.maxsize > 0,
-            queue_type=queue_type,
-            default_priority=self.default_priority,
-            clock=clock,
-            loop_ref=lambda: self._life.loop,
-            join=self._pool.wait_idle,
-        )
-        background = [("event-collector-monitor", self._monitor)]
-        if self.report_interval > 0:
-            background.append(("event-collector-reporter", self._reporter))
-        self._life = Lifecycle(
-            collectors=collector_list,
+        engine = self._engine = Engine(
+            self,
             transport=transport,
-            pool=self._pool,
-            initial_consumers=self.min_consumers if autoscale else self.max_consumers,
-            background=background,
+            clock=clock,
+            log=self._log,
             started=lambda: self._bus.dispatch(InitializedQueue(self)),
             shut_down=lambda: self._bus.dispatch(ShutDownQueue(self)),
-            on_start=self._on_start,
-            drain_timeout=self.consumer_shutdown_timeout,
-            log=self._log,
+            reported=lambda metrics: self._bus.dispatch(ReportedMetrics(metrics)),
         )
-        self._pool.set_owner(self._life)
+        # The parts the queue's methods use, by their own names.
+        self._transport, self._inbox = transport, engine.inbox
+        self._pool, self._life = engine.pool, engine.life
+        self._measurement, self._observers = engine.measurement, engine.observers
 
     # -- public queries ------------------------------------------------------
 
     def get_publisher(self) -> EventPublisher:
         """The publisher to ``send`` events with."""
-        return self._publisher
+        return self._engine.publisher
 
     def get_message_bus(self) -> bus.MessageBus:
         """The bus on which the queue announces ``InitializedQueue``,
@@ -405,10 +301,7 @@ class CollectorQueue:
 
     def current_load(self) -> Load:
         """The load now: queued and busy events per consumer."""
-        qsize = self._transport.backlog()
-        busy = self._pool.busy
-        consumers = self._pool.size
-        return Load(qsize, busy, consumers, load_ratio(qsize, busy, consumers))
+        return self._engine.current_load()
 
     @property
     def state(self) -> QueueState:
@@ -435,29 +328,9 @@ class CollectorQueue:
         ``CROSS_THREAD_METRICS_TIMEOUT`` seconds (it is blocked), the
         snapshot is read from here without touching the queue's state.
         """
-        loop = self._life.loop
-        snapshot = self._measurement.snapshot
-        if (
-            loop is not None
-            and self._loop_thread != threading.get_ident()
-            and loop.is_running()
-        ):
-            future: concurrent.futures.Future[Metrics] = concurrent.futures.Future()
-
-            def measure() -> None:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(snapshot(update=True))
-                    except BaseException as exc:
-                        future.set_exception(exc)
-
-            try:
-                loop.call_soon_threadsafe(measure)
-                return future.result(timeout=CROSS_THREAD_METRICS_TIMEOUT)
-            except (RuntimeError, concurrent.futures.TimeoutError):
-                future.cancel()  # the loop closed or is blocked
-            return snapshot(update=False)
-        return snapshot(update=True)
+        return self._measurement.snapshot_from_any_thread(
+            self._life.loop, self._engine.loop_thread, CROSS_THREAD_METRICS_TIMEOUT
+        )
 
     def add_event_observer(self, observer: EventObserver) -> None:
         """Call ``observer(event)`` each time an event is answered, however
@@ -537,57 +410,8 @@ class CollectorQueue:
             self._life.hurry()
         await self.shut_down_queue()
 
-    # -- what the life cycle runs ----------------------------------------------
-
-    def _on_start(self) -> None:
-        self._loop_thread = threading.get_ident()
-        self._measurement.start()
-        self._log.info(
-            "collector queue started",
-            collectors=[c.key for c in self.collectors],
-            consumers=self.min_consumers if self.autoscale else self.max_consumers,
-            queue_type=self.queue_type.name,
-        )
-
-    def _monitor(self) -> Any:
-        monitor = Monitor(
-            self._inbox,
-            self._pool,
-            backlog=self._transport.backlog,
-            clock=self._clock,
-            measurement=self._measurement,
-            min_consumers=self.min_consumers,
-            max_consumers=self.max_consumers,
-            autoscale=self.autoscale,
-            interval=self.monitor_interval,
-            wip_margin=self.wip_margin,
-            log=self._log,
-        )
-        return monitor.run()
-
-    async def _reporter(self) -> None:
-        """Log the metrics and dispatch :class:`ReportedMetrics` every
-        ``report_interval`` seconds."""
-        while True:
-            await asyncio.sleep(self.report_interval)
-            try:
-                metrics = self.get_metrics()
-            except Exception as exc:
-                report_exception(self._log, "metrics report failed", exc)
-                continue
-            self._log.info("collector queue metrics", **_metrics_fields(metrics))
-            await self._bus.dispatch(ReportedMetrics(metrics))
-
     def __repr__(self) -> str:
         return (
             f"<CollectorQueue {self._life.state} consumers={self._pool.size} "
             f"qsize={self._transport.backlog()}>"
         )
-
-
-def _metrics_fields(metrics: Metrics) -> dict[str, Any]:
-    """The fields of a metrics log line (the timestamp renamed, last, so
-    that it does not clash with the log record's own)."""
-    fields = metrics_json_fields(metrics)
-    fields["metrics_timestamp"] = fields.pop("timestamp")
-    return fields

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ._outcome import propagates
 from .collector import Collector
 from .data import Delivery, Error, Ok, Payload, ResultList, as_result
+from .exceptions import ConfigError
 
 __all__ = ["Router", "SimpleRouter", "make_runner"]
 
@@ -73,6 +75,35 @@ def make_runner(collector: Collector) -> Runner:
         return as_result(value)
 
     return run_with_timeout
+
+
+def _check_router(router: Any) -> None:
+    """Raise ``ConfigError`` unless ``router`` is a concrete ``Router``
+    subclass (the queue's ``router`` argument)."""
+    if not (isinstance(router, type) and issubclass(router, Router)):
+        raise ConfigError(
+            "router must be a Router subclass (the class, not an instance) "
+            f"(got router={router!r})"
+        )
+    if inspect.isabstract(router):
+        missing = ", ".join(sorted(getattr(router, "__abstractmethods__", ())))
+        raise ConfigError(
+            "router must be a concrete Router subclass that implements "
+            f"{missing} (got router={router!r}, which is abstract)"
+        )
+
+
+def _build_router(router: type[Router], collectors: Sequence[Collector]) -> Router:
+    """Instantiate ``router`` with the collectors by key; what its
+    constructor raises becomes a ``ConfigError`` naming ``router``."""
+    try:
+        return router({c.key: c for c in collectors})
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"router: {router.__qualname__}(collectors) raised {exc!r}"
+        ) from exc
 
 
 def _timed_out(key: str, timeout: float, cause: BaseException | None) -> TimeoutError:
