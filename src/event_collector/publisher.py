@@ -90,7 +90,7 @@ class EventPublisher:
         On a bounded queue (``maxsize``) it waits for room.
         """
         # The common case (a plain value, no priority) is inlined: send is
-        # the hot path of every publisher.
+        # the hot path of every publisher (benchmark: throughput).
         if priority is None and not isinstance(value, Payload):
             event = CollectorEvent(value, self._default_priority, self._clock())
         else:
