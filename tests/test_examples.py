@@ -11,6 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -196,6 +197,85 @@ def rst_python(page: str) -> str:
             break
         block.append(line[3:])
     return "\n".join(block).strip("\n") + "\n"
+
+
+def rst_blocks(page: str) -> list[tuple[str, str, int, str]]:
+    """Every ``code-block`` of a docs page: its language, its text (dedented),
+    the line of its directive and the prose between it and the block before."""
+    lines = (ROOT / "docs" / page).read_text().splitlines()
+    blocks = []
+    prose_from = 0
+    for number, line in enumerate(lines):
+        found = re.fullmatch(r"\.\. code-block:: (\w+)", line)
+        if not found or number < prose_from:
+            continue
+        block = []
+        for body in lines[number + 2 :]:
+            if body and not body.startswith("   "):
+                break
+            block.append(body[3:])
+        text = "\n".join(block).strip("\n") + "\n"
+        prose = "\n".join(lines[prose_from:number]).strip()
+        blocks.append((found[1], text, number + 1, prose))
+        prose_from = number + 2 + len(block)
+    return blocks
+
+
+# The pages a newcomer reads first; every complete program on them must run.
+DOC_PAGES = [
+    "index.rst",
+    "getting-started.rst",
+    *sorted(
+        str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs/guide").glob("*.rst")
+    ),
+]
+
+
+def doc_programs() -> list[Any]:
+    """Every complete program of ``DOC_PAGES`` (a Python block that calls
+    ``asyncio.run``), with the output the page shows for it: the next block,
+    when it is a ``text`` block introduced by "... prints:", else ``None``."""
+    programs = []
+    for page in DOC_PAGES:
+        blocks = rst_blocks(page)
+        for i, (language, text, line, _) in enumerate(blocks):
+            if language != "python" or "\nasyncio.run(" not in text:
+                continue
+            shown = None
+            if i + 1 < len(blocks):
+                after_language, after_text, _, prose = blocks[i + 1]
+                if after_language == "text" and prose.endswith("prints:"):
+                    shown = after_text
+            programs.append(pytest.param(text, shown, id=f"{page}:{line}"))
+    return programs
+
+
+def run_program(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", source],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_docs_have_programs_with_their_output() -> None:
+    programs = doc_programs()
+    assert len(programs) >= 6
+    assert sum(p.values[1] is not None for p in programs) >= 4
+
+
+@pytest.mark.parametrize(("source", "shown"), doc_programs())
+def test_doc_program_runs_and_prints_what_its_page_shows(
+    source: str, shown: str | None, tmp_path: Path
+) -> None:
+    proc = run_program(source, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    if shown is not None:
+        assert proc.stdout == shown
 
 
 def test_index_page_and_readme_show_the_same_example() -> None:
