@@ -17,6 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from event_collector import Collector, CollectorQueue
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -250,6 +252,10 @@ def doc_programs() -> list[Any]:
     return programs
 
 
+def doc_programs_of(page: str) -> list[str]:
+    return [p.values[0] for p in doc_programs() if p.id.startswith(f"{page}:")]
+
+
 def run_program(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", source],
@@ -263,8 +269,8 @@ def run_program(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_docs_have_programs_with_their_output() -> None:
     programs = doc_programs()
-    assert len(programs) >= 6
-    assert sum(p.values[1] is not None for p in programs) >= 4
+    assert len(programs) >= 7
+    assert sum(p.values[1] is not None for p in programs) >= 5
 
 
 @pytest.mark.parametrize(("source", "shown"), doc_programs())
@@ -276,6 +282,34 @@ def test_doc_program_runs_and_prints_what_its_page_shows(
     assert proc.stderr == ""
     if shown is not None:
         assert proc.stdout == shown
+
+
+def test_getting_started_first_queue_prints_only_its_results(tmp_path: Path) -> None:
+    first = doc_programs_of("getting-started.rst")[0]
+    assert "max_consumers=200" in first
+    proc = run_program(first, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # logging=False: the ten results and nothing else.
+    assert proc.stdout.splitlines() == [f"saved {n}" for n in range(10)]
+
+
+def test_getting_started_thread_recipe_runs_blocking_code_in_a_handler() -> None:
+    blocks = [
+        text
+        for language, text, _, _ in rst_blocks("getting-started.rst")
+        if language == "python" and "to_thread" in text
+    ]
+    assert len(blocks) == 1
+    namespace: dict[str, Any] = {}
+    exec(blocks[0], namespace)
+
+    async def main() -> list[Any]:
+        queue = CollectorQueue([Collector("save", namespace["save"])], logging=False)
+        async with queue:
+            event = await queue.get_publisher().send(5)
+            return list(await event.wait())
+
+    assert [r.value for r in asyncio.run(main())] == ["wrote 5"]
 
 
 def test_index_page_and_readme_show_the_same_example() -> None:
