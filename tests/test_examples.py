@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import tomllib
@@ -15,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from event_collector import Collector, CollectorQueue
+from event_collector import Collector, CollectorQueue, Context, Payload
+from event_collector.prometheus import instrument
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -256,6 +259,13 @@ def doc_programs_of(page: str) -> list[str]:
     return [p.values[0] for p in doc_programs() if p.id.startswith(f"{page}:")]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 def run_program(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", source],
@@ -269,7 +279,7 @@ def run_program(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_docs_have_programs_with_their_output() -> None:
     programs = doc_programs()
-    assert len(programs) >= 7
+    assert len(programs) >= 8
     assert sum(p.values[1] is not None for p in programs) >= 5
 
 
@@ -277,6 +287,11 @@ def test_the_docs_have_programs_with_their_output() -> None:
 def test_doc_program_runs_and_prints_what_its_page_shows(
     source: str, shown: str | None, tmp_path: Path
 ) -> None:
+    # The Prometheus page's exporter: a free port, and this machine only.
+    source = source.replace(
+        "start_http_server(9100)",
+        f"start_http_server({free_port()}, addr='127.0.0.1')",
+    )
     proc = run_program(source, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -310,6 +325,45 @@ def test_getting_started_thread_recipe_runs_blocking_code_in_a_handler() -> None
             return list(await event.wait())
 
     assert [r.value for r in asyncio.run(main())] == ["wrote 5"]
+
+
+async def test_prometheus_guide_counts_what_a_shutdown_answers() -> None:
+    """The Prometheus page: the counter counts every answered event, those
+    the shutdown answered included; ``Metrics.event_count`` counts only the
+    events a consumer took; the service-time histogram, the events whose
+    handler started."""
+    started = asyncio.Event()
+
+    async def stuck(payload: Payload[int], ctx: Context) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    queue = CollectorQueue(
+        [Collector("stuck", stuck)],
+        autoscale=False,
+        max_consumers=1,
+        consumer_shutdown_timeout=0.01,
+        logging=False,
+    )
+    registry = CollectorRegistry()
+    instrument(queue, registry=registry, name="q")
+    async with queue:
+        publisher = queue.get_publisher()
+        for n in range(3):
+            await publisher.send(n)
+        await started.wait()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    label = (("queue", "q"),)
+    assert samples[("event_collector_events_processed_total", label)] == 3
+    assert queue.get_metrics().event_count == 1
+    assert samples[("event_collector_service_time_seconds_count", label)] == 1
+    assert samples[("event_collector_wait_time_seconds_count", label)] == 3
+    cancelled = (("kind", "EventCancelled"), ("queue", "q"))
+    assert samples[("event_collector_errors_total", cancelled)] == 3
 
 
 def test_index_page_and_readme_show_the_same_example() -> None:
