@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["propagates"]
+from .data import Error, ResultList
+from .exceptions import EventCancelled
+
+__all__ = ["cancelled", "propagates"]
 
 
 def propagates(exc: BaseException, task: asyncio.Task[Any] | None = None) -> bool:
@@ -30,3 +33,9 @@ def propagates(exc: BaseException, task: asyncio.Task[Any] | None = None) -> boo
             task = asyncio.current_task()
         return task is not None and task.cancelling() > 0
     return isinstance(exc, KeyboardInterrupt | SystemExit)
+
+
+def cancelled(reason: str) -> ResultList:
+    """The answer of an event the queue's shutdown kept from being handled:
+    one ``Error(EventCancelled(reason))``."""
+    return ResultList((Error(EventCancelled(reason)),))

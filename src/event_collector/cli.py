@@ -70,7 +70,7 @@ __all__ = [
     "write_plot",
 ]
 
-PROFILE_HELP = {
+_PROFILE_HELP = {
     "steady": "the peak rate all along",
     "burst": "10%% of the peak, with bursts at the peak from 20-35%% and 60-75%% "
     "of the run",
@@ -158,7 +158,7 @@ _NUMBER_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``event-collector``."""
     parser = argparse.ArgumentParser(
         prog="event-collector",
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    profiles = "; ".join(f"{name}: {text}" for name, text in PROFILE_HELP.items())
+    profiles = "; ".join(f"{name}: {text}" for name, text in _PROFILE_HELP.items())
     demo = commands.add_parser(
         "demo",
         help="run a collector queue under a synthetic load and watch it scale",
@@ -325,7 +325,7 @@ def _is_terminal(stream: TextIO) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run ``event-collector`` with ``argv`` (``sys.argv[1:]`` by default);
     return the exit status."""
-    parser = build_parser()
+    parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

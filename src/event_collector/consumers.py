@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._outcome import propagates
+from ._outcome import cancelled, propagates
 from .data import (
     Delivery,
     Error,
@@ -18,7 +18,6 @@ from .data import (
     Payload,
     ResultList,
     as_result,
-    cancelled,
 )
 from .log import Logger, report_exception
 

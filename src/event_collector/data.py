@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._compat import TypeAliasType
-from .exceptions import EventCancelled
 
 __all__ = [
     "Context",
@@ -25,6 +24,7 @@ __all__ = [
     "Result",
     "ResultList",
     "abind",
+    "as_result",
 ]
 
 T = TypeVar("T")
@@ -162,12 +162,6 @@ class ResultList(list[Ok[Any] | Error]):
 # The result classes as a tuple: isinstance checks a tuple faster than a
 # union, and as_result runs once per read of a lone handler's answer.
 _RESULT_TYPES: tuple[type[Ok[Any]], type[Error]] = (Ok, Error)
-
-
-def cancelled(reason: str) -> ResultList:
-    """The answer of an event the queue's shutdown kept from being handled:
-    one ``Error(EventCancelled(reason))``."""
-    return ResultList((Error(EventCancelled(reason)),))
 
 
 def as_result(value: object) -> Ok[Any] | Error:

@@ -119,7 +119,7 @@ class ShutDownQueue(bus.Message):
     """The queue that shut down."""
 
 
-CROSS_THREAD_METRICS_TIMEOUT: float = 1.0
+_CROSS_THREAD_METRICS_TIMEOUT: float = 1.0
 """Seconds ``get_metrics`` called from another thread waits for the event
 loop to take the measurement before it reads without the loop."""
 
@@ -325,11 +325,11 @@ class CollectorQueue:
         Safe from any thread (a Prometheus exporter's, say): called outside
         the queue's event loop, the measurement runs on the loop, so it never
         races the monitor; if the loop does not answer within
-        ``CROSS_THREAD_METRICS_TIMEOUT`` seconds (it is blocked), the
+        a second (it is blocked), the
         snapshot is read from here without touching the queue's state.
         """
         return self._measurement.snapshot_from_any_thread(
-            self._life.loop, self._engine.loop_thread, CROSS_THREAD_METRICS_TIMEOUT
+            self._life.loop, self._engine.loop_thread, _CROSS_THREAD_METRICS_TIMEOUT
         )
 
     def add_event_observer(self, observer: EventObserver) -> None:

@@ -15,10 +15,10 @@ from .exceptions import ConfigError
 
 __all__ = ["Router", "SimpleRouter", "make_runner"]
 
-Runner = Callable[[Payload[Any]], Awaitable[Ok[Any] | Error]]
+_Runner = Callable[[Payload[Any]], Awaitable[Ok[Any] | Error]]
 
 
-def make_runner(collector: Collector) -> Runner:
+def make_runner(collector: Collector) -> _Runner:
     """Return a coroutine function that runs ``collector`` on a payload and
     always answers with a result.
 
@@ -169,18 +169,18 @@ class SimpleRouter(Router):
 
     def __init__(self, collectors: Mapping[str, Collector]) -> None:
         super().__init__(collectors)
-        self._by_key: dict[str, Runner] = {
+        self._by_key: dict[str, _Runner] = {
             key: make_runner(c) for key, c in collectors.items()
         }
-        self._everyone: tuple[Runner, ...] = tuple(self._by_key.values())
-        by_topic: dict[str, list[Runner]] = {}
+        self._everyone: tuple[_Runner, ...] = tuple(self._by_key.values())
+        by_topic: dict[str, list[_Runner]] = {}
         for key, c in collectors.items():
             for topic in c.topics:
                 by_topic.setdefault(topic, []).append(self._by_key[key])
-        self._by_topic: dict[str, tuple[Runner, ...]] = {
+        self._by_topic: dict[str, tuple[_Runner, ...]] = {
             t: tuple(rs) for t, rs in by_topic.items()
         }
-        self._only: Runner | None = (
+        self._only: _Runner | None = (
             self._everyone[0] if len(self._everyone) == 1 else None
         )
         if (
@@ -190,7 +190,7 @@ class SimpleRouter(Router):
         ):
             self._direct = only
 
-    def _select(self, payload: Payload[Any]) -> tuple[Runner, ...]:
+    def _select(self, payload: Payload[Any]) -> tuple[_Runner, ...]:
         delivery = payload.delivery
         if delivery is Delivery.BROADCAST:
             return self._everyone
