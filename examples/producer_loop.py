@@ -6,8 +6,9 @@ loop ends after the send it is in, and leaving ``async with queue`` then
 answers every event it sent. The program says how many it sent and exits
 with status 0.
 
-Run it with ``python examples/producer_loop.py``, then press Ctrl-C or send
-it SIGTERM (``kill PID``, with the process id it prints).
+Run it from the repository root with ``.venv/bin/python
+examples/producer_loop.py``, then press Ctrl-C or send it SIGTERM
+(``kill PID``, with the process id it prints).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Quick start: the async-context-manager example of the specification of
-``event_collector.queue`` (the page that module implements, which
-``docs/queue.rst`` follows), made runnable: the handler it imports from
-``your_application`` is defined here.
+"""Quick start: a collector queue used as an async context manager.
 
-Run it with ``python examples/quickstart.py``. It starts a collector queue
-with one collector, sends 100 payloads, waits for each result and prints it.
-The queue's own log lines go to stderr; the results go to stdout.
+Run it from the repository root with ``.venv/bin/python
+examples/quickstart.py``. It starts a collector queue with one collector,
+sends 100 payloads, waits for each result and prints it. The results go to
+stdout; the queue's own log lines (INFO and above) go to stderr, as the
+structlog configuration at the bottom says. A handler's exception would be
+raised again by ``result.unwrap()`` and end the program with a traceback.
 """
 
 import asyncio

@@ -4,10 +4,11 @@ The queue starts and stops with the application (its lifespan). Each
 ``POST /events`` publishes the request's JSON body and answers with the
 collectors' results; ``GET /metrics`` serves the queue's Prometheus metrics.
 
-Run it with (from the root of the repository's checkout)::
+Run it with (from the root of the repository's checkout, with the README's
+``.venv``)::
 
-    pip install -e ".[prometheus]" starlette uvicorn
-    uvicorn --app-dir examples starlette_app:app
+    .venv/bin/pip install -e ".[prometheus]" starlette uvicorn
+    .venv/bin/uvicorn --app-dir examples starlette_app:app
 
     curl -s -X POST localhost:8000/events -d '{"order": 42, "items": 3}'
 
