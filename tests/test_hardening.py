@@ -889,3 +889,43 @@ async def test_the_shutdown_log_counts_cancelled_events(loop_guard: LoopErrors) 
     closing = [entry for entry in logs if entry["event"] == "collector queue shut down"]
     assert len(closing) == 1
     assert closing[0]["cancelled"] == 2
+
+
+ENDS_WITHOUT_SHUTDOWN = """
+import asyncio
+from event_collector import Collector, CollectorQueue
+
+async def handler(payload, ctx):
+    await asyncio.sleep(0.01)
+    return payload.value
+
+async def main():
+    queue = CollectorQueue([Collector("c", handler)], logging=False)
+    await queue.init_queue()
+    publisher = queue.get_publisher()
+    for n in range({count}):
+        await publisher.send(n)
+    # main returns with the queue running: asyncio.run cancels its tasks.
+
+asyncio.run(main())
+print("exited")
+"""
+
+
+@pytest.mark.parametrize("count", [1, 50])
+def test_asyncio_run_ending_on_a_running_queue_leaves_no_task(count: int) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", ENDS_WITHOUT_SHUTDOWN.format(count=count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "exited\n"
+    # No "Task was destroyed but it is pending!", no "Event loop is closed":
+    # a spare consumer the monitor scheduled must not start as the loop ends.
+    assert run.stderr == ""

@@ -110,6 +110,13 @@ class Monitor:
             else:
                 await asyncio.sleep(self._interval)
 
+    def _grow_spares(self, monitor: asyncio.Task[object] | None, count: int) -> None:
+        # Not if the monitor was cancelled meanwhile: when asyncio.run ends,
+        # it cancels the tasks it sees and waits for those alone, so a
+        # consumer started now would be left pending as the loop closes.
+        if monitor is None or not (monitor.done() or monitor.cancelling()):
+            self._pool.grow(count)
+
     def resize(
         self, now: float, qsize: int, busy: int, consumers: int, load: float
     ) -> None:
@@ -137,7 +144,9 @@ class Monitor:
             if urgent:
                 pool.grow(urgent)
             if added > urgent:
-                asyncio.get_running_loop().call_soon(pool.grow, added - urgent)
+                asyncio.get_running_loop().call_soon(
+                    self._grow_spares, asyncio.current_task(), added - urgent
+                )
             self._log.debug("consumers added", consumers=target, load=load)
         elif target < consumers:
             retired = pool.shrink(consumers - target)
