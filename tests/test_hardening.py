@@ -929,3 +929,22 @@ def test_asyncio_run_ending_on_a_running_queue_leaves_no_task(count: int) -> Non
     # No "Task was destroyed but it is pending!", no "Event loop is closed":
     # a spare consumer the monitor scheduled must not start as the loop ends.
     assert run.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("delivery", "kwargs"),
+    [
+        ("BROADCAST", {"topics": ["payment"]}),
+        ("KEY", {"topics": ["payment"]}),
+        ("TOPIC", {"keys": ["mailer"]}),
+    ],
+)
+def test_set_delivery_refuses_what_the_constructor_refuses(
+    delivery: str, kwargs: dict[str, Any]
+) -> None:
+    from event_collector import Delivery
+
+    payload = Payload("v")
+    with pytest.raises(ValueError, match="Payload"):
+        payload.set_delivery(Delivery[delivery], **kwargs)
+    assert payload.delivery is Delivery.BROADCAST  # unchanged

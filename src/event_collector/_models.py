@@ -60,7 +60,7 @@ class CollectorEvent(Generic[T]):
     """One sent payload and, once handled, its results.
 
     ``await event`` or ``await event.wait()`` returns the
-    :class:`~event_collector.ResultList`. Every event the queue accepted is
+    :class:`~event_collector.data.ResultList`. Every event the queue accepted is
     answered exactly once: with the collectors' results, or with an
     ``Error`` that says why it was not handled. Dropping the reference to an
     event does not stop it being handled.
@@ -107,7 +107,7 @@ class CollectorEvent(Generic[T]):
 
     @property
     def payload(self) -> Payload[T]:
-        """What was sent, as a :class:`~event_collector.Payload`.
+        """What was sent, as a :class:`~event_collector.data.Payload`.
 
         A plain value sent is wrapped in a broadcast ``Payload`` the first
         time this is read, and the same one is returned afterwards. The

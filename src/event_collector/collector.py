@@ -45,7 +45,7 @@ class Collector:
     :param processor: ``async def processor(payload, ctx)``; not needed when
         a subclass overrides :meth:`process`.
     :param topics: topics the collector receives with ``Delivery.TOPIC``.
-    :param ctx: a :class:`Context` handed to the processor and lifecycle.
+    :param ctx: a :class:`~event_collector.data.Context` handed to the processor and lifecycle.
     :param lifecycle: a factory ``lifecycle(ctx)`` of an async context manager
         entered by :meth:`setup` and exited by :meth:`teardown`.
     :param timeout: seconds a handler may run before it is cancelled and

@@ -292,7 +292,14 @@ class Payload(Generic[T]):
         keys: Iterable[str] | None = None,
         topics: Iterable[str] | None = None,
     ) -> None:
-        """Change the delivery mode, and the keys or topics it uses."""
+        """Change the delivery mode, and the keys or topics it uses.
+
+        Keys or topics not given are left as they are. The contradictions
+        the constructor refuses are refused here too (``ValueError``): names
+        given with ``Delivery.BROADCAST``, topics with ``Delivery.KEY``, keys
+        with ``Delivery.TOPIC``.
+        """
+        _routing(delivery, keys, topics)  # the checks alone
         self.delivery = delivery
         if keys is not None:
             self.keys = _names(keys)

@@ -10,7 +10,7 @@ One call exports a queue's metrics through ``prometheus_client``::
         exporter.unregister()  # when the queue goes away
 
 The gauges are read from :meth:`CollectorQueue.get_metrics
-<event_collector.CollectorQueue.get_metrics>` at scrape time; the histograms
+<event_collector.queue.CollectorQueue.get_metrics>` at scrape time; the histograms
 and counters are fed by an event observer, once per answered event. Every
 sample has a ``queue`` label, so several queues can share one registry.
 
@@ -163,7 +163,7 @@ def _families() -> dict[str, Metric]:
     )
     families[_EVENTS] = CounterMetricFamily(
         METRIC_PREFIX + _EVENTS,
-        "Events answered by the consumers.",
+        "Events answered, by the consumers or by a shutdown cancelling them.",
         labels=["queue"],
     )
     families[_ERRORS] = CounterMetricFamily(

@@ -81,7 +81,7 @@ class EventPublisher:
     ) -> CollectorEvent[Any]:
         """Queue ``value`` for the collectors and return its event.
 
-        :param value: a :class:`~event_collector.Payload`, or any value,
+        :param value: a :class:`~event_collector.data.Payload`, or any value,
             which is wrapped in a broadcast ``Payload``.
         :param priority: on a priority queue, lower runs first; defaults to
             ``Payload.priority``, then the queue's ``default_priority``.

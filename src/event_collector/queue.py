@@ -129,7 +129,7 @@ class CollectorQueue:
 
     Use it as an async context manager, or call :meth:`init_queue` and
     :meth:`shut_down_queue`. Every argument is checked here;
-    a wrong one raises :class:`~event_collector.ConfigError` naming it.
+    a wrong one raises :class:`~event_collector.exceptions.ConfigError` naming it.
 
     :param maxsize: bound on queued events (0: unbounded). With a bound,
         ``send`` waits for room and ``send_nowait`` raises ``QueueFull``.
@@ -362,16 +362,19 @@ class CollectorQueue:
     def request_shutdown(self) -> asyncio.Task[None]:
         """Start shutting down without waiting; return the shutdown task.
 
-        For callbacks that cannot await, such as a signal handler installed
-        with ``loop.add_signal_handler``. Calling it again returns the same
-        task.
+        For callbacks that cannot await (a ``loop.call_soon`` callback, a
+        handler of another library's events). Calling it again returns the
+        same task. To stop on SIGTERM, stop the senders first and let the
+        queue shut down after them (see the shutdown guide): a signal
+        handler that shuts the queue down while its senders go on makes
+        their next ``send`` raise ``QueueClosed``.
         """
         return self._life.request()
 
     async def shut_down_queue(self) -> None:
         """Stop accepting events, drain, answer everything, tear down.
 
-        ``send`` raises :class:`~event_collector.QueueClosed` from the moment
+        ``send`` raises :class:`~event_collector.exceptions.QueueClosed` from the moment
         the shutdown starts, on the loop's next turn after the first call
         (the shutdown runs as a task of its own). Consumers get
         ``consumer_shutdown_timeout`` seconds to handle what is queued; then

@@ -163,8 +163,11 @@ class SimpleRouter(Router):
     """Delivers by key, by topic or to everyone (``Payload.delivery``).
 
     The routing tables are built once, at construction. A payload that
-    reaches several collectors is handled by all of them concurrently; the
-    results keep the collectors' order.
+    reaches several collectors is handled by all of them concurrently. The
+    results come in the order of the collectors for a broadcast, in the
+    order of the payload's keys for ``Delivery.KEY``, and in the order of
+    its topics (each collector once, where it first matches) for
+    ``Delivery.TOPIC``.
     """
 
     def __init__(self, collectors: Mapping[str, Collector]) -> None:

@@ -20,8 +20,8 @@ Processor = TypeAliasType(
 )
 """A collector's handler: ``async def processor(payload, ctx)``.
 
-It returns a result (:class:`~event_collector.Ok` /
-:class:`~event_collector.Error`) or any plain value, which is wrapped in
+It returns a result (:class:`~event_collector.data.Ok` /
+:class:`~event_collector.data.Error`) or any plain value, which is wrapped in
 ``Ok``; an exception it raises becomes an ``Error``.
 """
 
@@ -33,4 +33,5 @@ entered at the collector's ``setup``, exited at its ``teardown``."""
 
 EventObserver = TypeAliasType("EventObserver", Callable[["CollectorEvent[Any]"], None])
 """Called with every event the moment it is answered (see
-``CollectorQueue.add_event_observer``). It must be quick and must not raise."""
+``CollectorQueue.add_event_observer``). It must be quick; what it raises is
+logged, and the next observer still sees the event."""
