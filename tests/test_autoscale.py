@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from event_collector.autoscale import (
+from event_collector._autoscale import (
     REDUCTION_THRESHOLD,
     load_ratio,
     next_pool_size,

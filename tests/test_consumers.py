@@ -11,13 +11,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from conftest import FakeClock, Gate
+from event_collector._consumers import CONSUMER_NAME, ConsumerPool, current_owner
 from event_collector._eventqueue import EventQueue
+from event_collector._log import get_logger
 from event_collector._measure import Meters
-from event_collector.consumers import CONSUMER_NAME, ConsumerPool, current_owner
+from event_collector._metrics import LoadAverage, RateMeter, ServiceWindow
 from event_collector.data import Error, Ok, Payload, ResultList
 from event_collector.exceptions import EventCancelled
-from event_collector.log import get_logger
-from event_collector.metrics import LoadAverage, RateMeter, ServiceWindow
 from event_collector.publisher import CollectorEvent
 from event_collector.types import EventObserver
 

@@ -14,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from event_collector.log import LOGGER_NAME, NullLogger, get_logger, report_exception
+from event_collector._log import LOGGER_NAME, NullLogger, get_logger, report_exception
 
 
 def test_logger_name() -> None:
@@ -109,8 +109,8 @@ def test_import_never_configures_structlog() -> None:
         import event_collector
         import event_collector.cli
         from event_collector import (
-            collector, consumers, data, log, messagebus, metrics, publisher,
-            queue, router,
+            _consumers, _log, _metrics, collector, data, messagebus, publisher,
+            queue, router, transport,
         )
         from event_collector import Collector, CollectorQueue
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import FakeClock
-from event_collector.metrics import LoadAverage, RateMeter, ServiceWindow
+from event_collector._metrics import LoadAverage, RateMeter, ServiceWindow
 
 # --------------------------------------------------------------------------
 # ServiceWindow

@@ -18,15 +18,15 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+from ._autoscale import load_ratio
+from ._consumers import ConsumerPool
 from ._lifecycle import Lifecycle
+from ._log import Logger, report_exception
 from ._measure import Measurement, metrics_json_fields
 from ._models import Load, Metrics, QueueType
 from ._monitor import Monitor
 from ._outcome import propagates
-from .autoscale import load_ratio
 from .collector import Collector
-from .consumers import ConsumerPool
-from .log import Logger, report_exception
 from .publisher import EventPublisher
 from .router import Router, SimpleRouter, _build_router
 from .transport import Transport

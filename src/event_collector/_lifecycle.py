@@ -15,14 +15,14 @@ import contextvars
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._consumers import current_owner
+from ._log import Logger, report_exception
 from ._models import QueueState
 from ._outcome import propagates
-from .consumers import current_owner
-from .log import Logger, report_exception
 
 if TYPE_CHECKING:
+    from ._consumers import ConsumerPool
     from .collector import Collector
-    from .consumers import ConsumerPool
     from .transport import Transport
 
 __all__ = ["Lifecycle"]

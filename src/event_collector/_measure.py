@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._metrics import LoadAverage, RateMeter, ServiceWindow
 from ._models import Load, Metrics
-from .metrics import LoadAverage, RateMeter, ServiceWindow
 
 __all__ = ["Measurement", "Meters", "metrics_json_fields"]
 

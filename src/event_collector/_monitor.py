@@ -1,7 +1,7 @@
 """The queue's monitor: the loop that measures the load and sizes the pool.
 
 Every ``interval`` seconds it reads the queue and the pool, feeds the load
-average and the two rate meters, and asks :func:`~.autoscale.next_pool_size`
+average and the two rate meters, and asks ``_autoscale.next_pool_size``
 how many consumers to run. While the queue is idle it sleeps without a
 timer until the next put (or, above the pool's floor, looks again every
 :data:`IDLE_SHRINK_INTERVAL` so that the pool can shrink).
@@ -13,13 +13,13 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .autoscale import load_ratio, next_pool_size
+from ._autoscale import load_ratio, next_pool_size
 
 if TYPE_CHECKING:
+    from ._consumers import ConsumerPool
     from ._eventqueue import EventQueue
+    from ._log import Logger
     from ._measure import Measurement
-    from .consumers import ConsumerPool
-    from .log import Logger
 
 __all__ = ["IDLE_SHRINK_INTERVAL", "Monitor"]
 

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ._compat import TypeAliasType
+from ._log import Logger, get_logger, report_exception
 from ._outcome import propagates
-from .log import Logger, get_logger, report_exception
 
 __all__ = [
     "BusEvent",

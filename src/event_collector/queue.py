@@ -21,10 +21,10 @@ from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
 from ._engine import Engine
+from ._log import Logger, get_logger
 from ._models import DEFAULT_PRIORITY, Load, Metrics, QueueState, QueueType
 from .collector import Collector, _check_collectors
 from .exceptions import ConfigError
-from .log import Logger, get_logger
 from .publisher import EventPublisher
 from .router import Router, SimpleRouter, _check_router
 from .transport import MemoryTransport, Transport

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._log import Logger, report_exception
 from ._outcome import cancelled, propagates
 from .data import (
     Delivery,
@@ -19,7 +20,6 @@ from .data import (
     ResultList,
     as_result,
 )
-from .log import Logger, report_exception
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
