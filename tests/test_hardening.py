@@ -7,7 +7,9 @@ shutdown (or the start), teardowns that raise ``CancelledError``, bus
 handlers and observers that misbehave, configuration that is out of range,
 custom routers answering oddly and a loop that ends without a shutdown.
 
-Every test is bounded by :data:`GUARD`: a hang fails instead of stalling.
+Every test is bounded by :data:`GUARD`: a hang fails instead of stalling,
+and runs once per transport (see ``transports.py``), like the contract
+suite.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from event_collector import (
     SimpleRouter,
 )
 from event_collector.messagebus import BusEventQueue
+
+# The hook and the fixture run every test here once per transport.
+from transports import _on_transport, make_queue, pytest_generate_tests  # noqa: F401
 
 GUARD = 10.0
 """Seconds any one step may take before the test counts it as hung."""
@@ -116,7 +121,7 @@ async def test_a_handler_raising_a_base_exception_is_answered_with_it(
     path: str, kind: str, loop_guard: LoopErrors
 ) -> None:
     make = BASE_EXCEPTIONS[kind]
-    queue = CollectorQueue(
+    queue = make_queue(
         **_collectors(path, _raiser(make)),
         consumer_shutdown_timeout=LONG_DRAIN,
         logging=False,
@@ -140,7 +145,7 @@ async def test_a_handler_raising_a_base_exception_is_answered_with_it(
 async def test_a_base_exception_in_a_handler_does_not_stall_the_shutdown(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", _raiser(lambda: Stop()))],
         consumer_shutdown_timeout=LONG_DRAIN,
         logging=False,
@@ -163,9 +168,7 @@ async def test_a_base_exception_in_a_handler_does_not_stall_the_shutdown(
 async def test_a_payload_with_a_bad_priority_is_refused_before_it_is_accepted(
     priority: Any, queue_type: QueueType, loop_guard: LoopErrors
 ) -> None:
-    queue = CollectorQueue(
-        [Collector("c", _echo)], queue_type=queue_type, logging=False
-    )
+    queue = make_queue([Collector("c", _echo)], queue_type=queue_type, logging=False)
     async with asyncio.timeout(GUARD):
         async with queue:
             publisher = queue.get_publisher()
@@ -184,7 +187,7 @@ async def test_a_priority_queue_with_queued_events_shuts_down_cleanly(
     loop_guard: LoopErrors,
 ) -> None:
     gate = Gate()
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", gate)],
         queue_type=QueueType.PRIORITY,
         autoscale=False,
@@ -234,7 +237,7 @@ async def test_a_broken_log_destination_does_not_break_the_life_cycle(
     loop_guard: LoopErrors,
 ) -> None:
     gate = Gate()
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", gate)],
         consumer_shutdown_timeout=0.01,
         metrics_collector_window_size=1.0,  # logs a warning when built
@@ -268,7 +271,7 @@ async def test_a_broken_log_destination_and_a_failed_start_leave_nothing(
         async def teardown(self) -> None:
             raise RuntimeError("nothing to close")
 
-    queue = CollectorQueue([Collector("ok", _echo), Fails])
+    queue = make_queue([Collector("ok", _echo), Fails])
     async with asyncio.timeout(GUARD):
         with pytest.raises(RuntimeError, match="no database"):
             await queue.init_queue()
@@ -280,7 +283,7 @@ async def test_a_broken_log_destination_and_a_failed_start_leave_nothing(
 async def test_a_broken_log_destination_and_a_raising_handler(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", _raiser(lambda: Stop()))], consumer_shutdown_timeout=LONG_DRAIN
     )
     async with asyncio.timeout(GUARD):
@@ -311,7 +314,7 @@ def _slow_start(queue: CollectorQueue) -> asyncio.Event:
 async def test_a_timeout_while_async_with_enters_shuts_the_queue_down(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue([Collector("c", _echo)], logging=False)
+    queue = make_queue([Collector("c", _echo)], logging=False)
     entered = _slow_start(queue)
     shut: list[ShutDownQueue] = []
 
@@ -335,7 +338,7 @@ async def test_cancelling_init_queue_while_a_handler_runs_shuts_down(
     loop_guard: LoopErrors,
 ) -> None:
     gate = Gate()
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", gate)],
         report_interval=5.0,
         consumer_shutdown_timeout=LONG_DRAIN,
@@ -361,7 +364,7 @@ async def test_cancelling_init_queue_while_a_handler_runs_shuts_down(
 async def test_shut_down_queue_from_a_shut_down_queue_handler(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue([Collector("c", _echo)], logging=False)
+    queue = make_queue([Collector("c", _echo)], logging=False)
     calls: list[str] = []
 
     async def again(message: ShutDownQueue, pending: BusEventQueue) -> None:
@@ -379,8 +382,8 @@ async def test_shut_down_queue_from_a_shut_down_queue_handler(
 async def test_two_queues_whose_handlers_shut_each_other_down(
     loop_guard: LoopErrors,
 ) -> None:
-    first = CollectorQueue([Collector("a", _echo)], logging=False)
-    second = CollectorQueue([Collector("b", _echo)], logging=False)
+    first = make_queue([Collector("a", _echo)], logging=False)
+    second = make_queue([Collector("b", _echo)], logging=False)
 
     def shut(other: CollectorQueue) -> Any:
         async def handler(message: ShutDownQueue, pending: BusEventQueue) -> None:
@@ -425,7 +428,7 @@ async def test_shut_down_queue_from_a_collectors_setup_or_teardown(
 ) -> None:
     collector = _Calls()
     collector.where = where
-    queue = CollectorQueue([collector], logging=False)
+    queue = make_queue([collector], logging=False)
     collector.queue = queue
     async with asyncio.timeout(GUARD):
         await queue.init_queue()
@@ -436,7 +439,7 @@ async def test_shut_down_queue_from_a_collectors_setup_or_teardown(
 async def test_shut_down_queue_from_an_initialized_queue_handler(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue([Collector("c", _echo)], logging=False)
+    queue = make_queue([Collector("c", _echo)], logging=False)
 
     async def stop(message: InitializedQueue, pending: BusEventQueue) -> None:
         await message.collector_queue.shut_down_queue()
@@ -487,7 +490,7 @@ async def test_a_raising_teardown_does_not_stop_the_shutdown(
         _Worker("second", torn_down, fail=fail),
         _Worker("third", torn_down),
     ]
-    queue = CollectorQueue(collectors, logging=False)
+    queue = make_queue(collectors, logging=False)
     shut: list[ShutDownQueue] = []
 
     async def note(message: ShutDownQueue, pending: BusEventQueue) -> None:
@@ -512,9 +515,7 @@ async def test_a_raising_teardown_does_not_stop_the_shutdown(
 async def test_a_reported_metrics_handler_failing_once_does_not_end_the_reports(
     kind: str, loop_guard: LoopErrors
 ) -> None:
-    queue = CollectorQueue(
-        [Collector("c", _echo)], report_interval=0.001, logging=False
-    )
+    queue = make_queue([Collector("c", _echo)], report_interval=0.001, logging=False)
     seen: list[ReportedMetrics] = []
     again = asyncio.Event()
 
@@ -534,7 +535,7 @@ async def test_a_reported_metrics_handler_failing_once_does_not_end_the_reports(
 async def test_an_observer_that_removes_itself_does_not_hide_the_event(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue([Collector("c", _echo)], logging=False)
+    queue = make_queue([Collector("c", _echo)], logging=False)
     first: list[int] = []
     second: list[int] = []
 
@@ -556,7 +557,7 @@ async def test_an_observer_that_removes_itself_does_not_hide_the_event(
 async def test_an_observer_raising_a_base_exception_is_logged_not_fatal(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue([Collector("c", _echo)], logging=False)
+    queue = make_queue([Collector("c", _echo)], logging=False)
     seen: list[int] = []
 
     def bad(event: CollectorEvent[Any]) -> None:
@@ -577,7 +578,7 @@ async def test_an_observer_raising_a_base_exception_is_logged_not_fatal(
 
 async def test_a_timeout_in_the_body_shuts_down_at_once(loop_guard: LoopErrors) -> None:
     gate = Gate()
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", gate)],
         autoscale=False,
         max_consumers=2,
@@ -601,7 +602,7 @@ async def test_a_timeout_in_the_body_shuts_down_at_once(loop_guard: LoopErrors) 
 
 async def test_an_exception_in_the_body_still_drains(loop_guard: LoopErrors) -> None:
     gate = Gate()
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", gate)], consumer_shutdown_timeout=LONG_DRAIN, logging=False
     )
 
@@ -627,9 +628,9 @@ class MissingHandleEvent(Router):
 
 def test_the_abstract_router_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"router.*handle_event"):
-        CollectorQueue([Collector("c", _echo)], router=Router)  # type: ignore[type-abstract]
+        make_queue([Collector("c", _echo)], router=Router)
     with pytest.raises(ConfigError, match=r"router.*MissingHandleEvent"):
-        CollectorQueue([Collector("c", _echo)], router=MissingHandleEvent)  # type: ignore[type-abstract]
+        make_queue([Collector("c", _echo)], router=MissingHandleEvent)
 
 
 def test_a_router_whose_constructor_fails_is_a_config_error() -> None:
@@ -638,7 +639,7 @@ def test_a_router_whose_constructor_fails_is_a_config_error() -> None:
             raise KeyError("needs a mailer")
 
     with pytest.raises(ConfigError, match=r"router.*needs a mailer"):
-        CollectorQueue([Collector("c", _echo)], router=Picky)
+        make_queue([Collector("c", _echo)], router=Picky)
 
 
 def test_a_collector_class_needing_arguments_is_a_config_error() -> None:
@@ -649,7 +650,7 @@ def test_a_collector_class_needing_arguments_is_a_config_error() -> None:
             super().__init__(processor=_echo)
 
     with pytest.raises(ConfigError, match=r"collectors.*NeedsDsn.*no arguments"):
-        CollectorQueue([NeedsDsn])
+        make_queue([NeedsDsn])
 
 
 NUMBERS = [
@@ -670,7 +671,7 @@ def test_huge_numbers_are_config_errors_naming_the_parameter(
     name: str, value: int
 ) -> None:
     with pytest.raises(ConfigError, match=name):
-        CollectorQueue([Collector("c", _echo)], **{name: value})  # type: ignore[arg-type]
+        make_queue([Collector("c", _echo)], **{name: value})
 
 
 def test_a_huge_collector_timeout_is_a_config_error() -> None:
@@ -708,7 +709,7 @@ async def test_a_custom_routers_answer_is_made_results(
         pass
 
     Router1.answer = answer
-    queue = CollectorQueue([Collector("c", _echo)], router=Router1, logging=False)
+    queue = make_queue([Collector("c", _echo)], router=Router1, logging=False)
     async with asyncio.timeout(GUARD):
         async with queue:
             results = await (await queue.get_publisher().send(None))
@@ -719,9 +720,12 @@ async def test_a_custom_routers_answer_is_made_results(
 # -- a loop that ended without a shutdown ----------------------------------------------
 
 
+# The queue's own loop ends under it: a broker's transport adds its own
+# connections to what must be released.
+@pytest.mark.transports("memory")
 def test_a_queue_whose_loop_ended_refuses_sends_from_a_new_loop() -> None:
     gate = Gate()
-    queue = CollectorQueue([Collector("c", gate)], logging=False)
+    queue = make_queue([Collector("c", gate)], logging=False)
     held: list[CollectorEvent[Any]] = []
 
     async def first_life() -> None:
@@ -746,8 +750,11 @@ def test_a_queue_whose_loop_ended_refuses_sends_from_a_new_loop() -> None:
     asyncio.run(asyncio.wait_for(second_life(), GUARD))
 
 
+# The queue's own loop ends under it: a broker's transport adds its own
+# connections to what must be released.
+@pytest.mark.transports("memory")
 def test_a_queue_whose_loop_was_closed_without_cancelling_refuses_sends() -> None:
-    queue = CollectorQueue([Collector("c", _echo)], logging=False)
+    queue = make_queue([Collector("c", _echo)], logging=False)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(queue.init_queue())
     loop.run_until_complete(asyncio.sleep(0.01))  # consumers and monitor idle
@@ -854,7 +861,7 @@ def test_a_delivery_that_is_not_a_delivery_raises() -> None:
 async def test_topics_without_a_delivery_reach_only_their_collectors(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = CollectorQueue(
+    queue = make_queue(
         [
             Collector("payments", _echo, topics=["payment"]),
             Collector("mail", _echo, topics=["mail"]),
@@ -873,7 +880,7 @@ async def test_the_shutdown_log_counts_cancelled_events(loop_guard: LoopErrors) 
     from structlog.testing import capture_logs
 
     gate = Gate()
-    queue = CollectorQueue(
+    queue = make_queue(
         [Collector("c", gate)],
         autoscale=False,
         max_consumers=1,
@@ -913,6 +920,9 @@ print("exited")
 
 
 @pytest.mark.parametrize("count", [1, 50])
+# The queue's own loop ends under it: a broker's transport adds its own
+# connections to what must be released.
+@pytest.mark.transports("memory")
 def test_asyncio_run_ending_on_a_running_queue_leaves_no_task(count: int) -> None:
     import subprocess
     import sys

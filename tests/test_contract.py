@@ -2,8 +2,12 @@
 
 Shutdown (drain, cancel, answer leftovers, idempotence, calls from a
 handler, a signal handler, cancellation from outside), waiting, backpressure,
-handler outcomes, set-up failure, and that nothing is left behind: no task,
-no answered event, no handler exception.
+handler outcomes, set-up and tear-down failures, what the observers see, and
+that nothing is left behind: no task, no answered event, no handler
+exception.
+
+Every test runs once per transport (see ``transports.py``); a test marked
+``@pytest.mark.transports(...)`` holds for the transports it names only.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from conftest import Gate, LoopErrors, is_cancelled
 from event_collector import (
     Collector,
     CollectorEvent,
-    CollectorQueue,
     Context,
     Error,
     InitializedQueue,
@@ -37,6 +40,9 @@ from event_collector import (
     ShutDownQueue,
 )
 from event_collector.messagebus import BusEventQueue
+
+# The hook and the fixture run every test here once per transport.
+from transports import _on_transport, make_queue, pytest_generate_tests  # noqa: F401
 
 # Wide guards: a test that needs one of them has hung, not run slowly.
 GUARD = 30.0
@@ -54,7 +60,7 @@ class SetupFailed(Exception):
 
 def _queue(handler: Handler, *, timeout: float | None = None, **kwargs: Any) -> Any:
     kwargs.setdefault("logging", False)
-    return CollectorQueue([Collector("c", handler, timeout=timeout)], **kwargs)
+    return make_queue([Collector("c", handler, timeout=timeout)], **kwargs)
 
 
 def _other_tasks() -> set[asyncio.Task[Any]]:
@@ -212,7 +218,7 @@ async def test_shutdown_is_idempotent(loop_guard: LoopErrors) -> None:
     async def on_shutdown(message: ShutDownQueue, pending: BusEventQueue) -> None:
         announced.append(message.collector_queue)
 
-    queue = CollectorQueue([Tracked], logging=False)
+    queue = make_queue([Tracked], logging=False)
     queue.get_message_bus().add_msg_handler(ShutDownQueue, on_shutdown)
     async with queue:
         await queue.shut_down_queue()
@@ -878,7 +884,7 @@ async def test_setup_failure_tears_down_what_was_set_up(
     loop_guard: LoopErrors, how: str
 ) -> None:
     log: list[tuple[str, str]] = []
-    queue = CollectorQueue(_recording_collectors(log, "c"), logging=False)
+    queue = make_queue(_recording_collectors(log, "c"), logging=False)
     body_ran = False
 
     async def start() -> None:
@@ -922,7 +928,7 @@ async def test_lifecycle_setup_failure(loop_guard: LoopErrors) -> None:
         raise SetupFailed("no connection")
         yield  # pragma: no cover
 
-    queue = CollectorQueue(
+    queue = make_queue(
         [
             Collector("ok", _echo, lifecycle=resource),
             Collector("broken", _echo, lifecycle=broken),
@@ -951,7 +957,7 @@ async def test_cancelled_setup_tears_down_and_propagates(
         async def teardown(self) -> None:
             log.append(("teardown", self.key))
 
-    queue = CollectorQueue([Slow("first", _echo), Slow("slow", _echo)], logging=False)
+    queue = make_queue([Slow("first", _echo), Slow("slow", _echo)], logging=False)
     starting = asyncio.create_task(queue.init_queue())
     await waiting.wait()
     starting.cancel()
@@ -998,6 +1004,9 @@ async def test_no_task_left_after_a_busy_shutdown(loop_guard: LoopErrors) -> Non
             assert results == [Ok(event.payload.value)] or is_cancelled(results)
 
 
+# Object lifetimes in this process: what a broker's transport keeps (a reply
+# table, say) is its own promise.
+@pytest.mark.transports("memory")
 async def test_answered_events_are_not_retained(loop_guard: LoopErrors) -> None:
     queue = _queue(_echo, autoscale=False, max_consumers=4)
     await queue.init_queue()
@@ -1037,12 +1046,13 @@ async def _raise_boom(payload: Payload[Any], ctx: Context) -> Any:
         pytest.param(_Raising, id="subclass"),
     ],
 )
+# Object lifetimes in this process: what a broker's transport keeps (a reply
+# table, say) is its own promise.
+@pytest.mark.transports("memory")
 async def test_handler_exceptions_are_not_kept_alive(
     loop_guard: LoopErrors, collector: Callable[[], Collector]
 ) -> None:
-    queue = CollectorQueue(
-        [collector()], autoscale=False, max_consumers=2, logging=False
-    )
+    queue = make_queue([collector()], autoscale=False, max_consumers=2, logging=False)
     await queue.init_queue()
     publisher = queue.get_publisher()
     refs: list[weakref.ref[BaseException]] = []
@@ -1066,6 +1076,9 @@ class _Value:
     """A payload value that can be weakly referenced."""
 
 
+# Object lifetimes in this process: what a broker's transport keeps (a reply
+# table, say) is its own promise.
+@pytest.mark.transports("memory")
 async def test_timed_out_handlers_leave_nothing_alive(loop_guard: LoopErrors) -> None:
     queue = _queue(_hang, timeout=0.01, autoscale=False, max_consumers=2)
     await queue.init_queue()
@@ -1088,6 +1101,9 @@ async def test_timed_out_handlers_leave_nothing_alive(loop_guard: LoopErrors) ->
         await queue.shut_down_queue()
 
 
+# Object lifetimes in this process: what a broker's transport keeps (a reply
+# table, say) is its own promise.
+@pytest.mark.transports("memory")
 async def test_timed_out_handlers_are_collected_by_gc(loop_guard: LoopErrors) -> None:
     # Whatever cycles remain, nothing outside them holds the payload.
     queue = _queue(_hang, timeout=0.01, autoscale=False, max_consumers=2)
@@ -1099,3 +1115,69 @@ async def test_timed_out_handlers_are_collected_by_gc(loop_guard: LoopErrors) ->
         del value, result
         gc.collect()
         assert ref() is None
+
+
+# --------------------------------------------------------------------------
+# What the observers see
+
+
+async def test_an_observer_sees_every_event_exactly_once(
+    loop_guard: LoopErrors,
+) -> None:
+    """Answered by a handler, by an error, cancelled while running and
+    cancelled while still queued at shutdown: each one observed once."""
+    gate = Gate()
+
+    async def handler(payload: Payload[Any], ctx: Context) -> Any:
+        if payload.value == "fail":
+            raise Boom("fail")
+        if payload.value == "hold":
+            return await gate(payload, ctx)
+        return payload.value
+
+    queue = _queue(
+        handler, autoscale=False, max_consumers=2, consumer_shutdown_timeout=0.01
+    )
+    seen: list[int] = []
+    queue.add_event_observer(lambda event: seen.append(event.id))
+    async with asyncio.timeout(GUARD):
+        async with queue:
+            publisher = queue.get_publisher()
+            done = [await publisher.send(v) for v in ("ok", "fail")]
+            for event in done:
+                await event
+            running = [await publisher.send("hold") for _ in range(2)]
+            await gate.until_running(2)
+            queued = [await publisher.send("hold") for _ in range(3)]
+    events = done + running + queued
+    assert sorted(seen) == sorted(e.id for e in events)
+    assert all([is_cancelled(await e) for e in running + queued])
+    failed = (await done[1]).first()
+    assert isinstance(failed, Error)
+    assert isinstance(failed.err, Boom)
+
+
+async def test_a_failing_teardown_is_logged_and_the_others_still_run(
+    loop_guard: LoopErrors,
+) -> None:
+    log: list[tuple[str, str]] = []
+
+    class Broken(Collector):
+        async def teardown(self) -> None:
+            log.append(("teardown", self.key))
+            raise RuntimeError("teardown broke")
+
+    class Recording(Collector):
+        async def teardown(self) -> None:
+            log.append(("teardown", self.key))
+
+    queue = make_queue(
+        [Recording("a", _echo), Broken("broken", _echo), Recording("c", _echo)]
+    )
+    with capture_logs() as logs:
+        async with queue:
+            pass
+    assert log == [("teardown", "c"), ("teardown", "broken"), ("teardown", "a")]
+    failures = [e for e in logs if e["event"] == "collector teardown failed"]
+    assert [e["collector"] for e in failures] == ["broken"]
+    assert queue.state == "closed"
