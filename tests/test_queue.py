@@ -732,23 +732,30 @@ async def test_pool_never_grows_above_max_consumers() -> None:
     assert peak == 10
 
 
-async def test_pool_shrinks_to_min_consumers_when_the_load_is_gone() -> None:
+async def test_pool_shrinks_to_min_consumers_when_the_load_is_gone(
+    clock: FakeClock,
+) -> None:
     gate = Gate()
     queue = CollectorQueue(
         [Collector("g", gate)],
         min_consumers=3,
         max_consumers=100,
         avg_load_interval=0.2,
+        clock=clock,
         logging=False,
     )
     async with queue:
         pub = queue.get_publisher()
         for i in range(40):
-            await pub.send(i)
+            await pub.send(i)  # at t = 0
         await gate.until_running(40)
         await wait_for(lambda: queue.consumer_count() == 46)
         gate.open()
-        await pub.wait()
+        await pub.wait()  # all answered at t = 0
+        # Idle for 1 s, five times the average's window: its load is 0. The
+        # metrics are still warming up (3 s), so no work in progress holds
+        # the pool up either, however long this took in real time.
+        clock.now = 1.0
         await wait_for(lambda: queue.consumer_count() == 3)
         # Idle at the minimum: the monitor leaves the pool alone. It sleeps,
         # with no timeout, until the next send; the private put_waiter is the
