@@ -1250,6 +1250,10 @@ async def test_bus_handlers_queue_messages_commands_and_can_be_removed() -> None
 async def test_get_metrics_from_another_thread_is_measured_on_the_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The loop is free to answer at once; a reader that gave up on it (after
+    # 1 s by default, which a busy machine can take) would measure in its own
+    # thread. Waiting that long here means a hang.
+    monkeypatch.setattr(queue_module, "_CROSS_THREAD_METRICS_TIMEOUT", 30.0)
     queue = CollectorQueue([Collector("c", echo)], logging=False)
     measured_in: list[int] = []
     measure = queue._measurement.snapshot
