@@ -958,3 +958,100 @@ def test_set_delivery_refuses_what_the_constructor_refuses(
     with pytest.raises(ValueError, match="Payload"):
         payload.set_delivery(Delivery[delivery], **kwargs)
     assert payload.delivery is Delivery.BROADCAST  # unchanged
+
+
+# -- found in review: the shutdown task cancelled, a start cancelled under a
+# raising teardown, a transport whose settle raises ----------------------------
+
+
+@pytest.mark.parametrize("when", ["before it runs", "during the drain"])
+async def test_a_cancelled_shutdown_task_does_not_break_the_next_shutdown(
+    when: str, loop_guard: LoopErrors
+) -> None:
+    gate = Gate()
+    queue = make_queue(
+        [Collector("c", gate)], consumer_shutdown_timeout=0.05, logging=False
+    )
+    async with asyncio.timeout(GUARD):
+        await queue.init_queue()
+        event = await queue.get_publisher().send("held")
+        await gate.until_running(1)
+        task = queue.request_shutdown()
+        if when == "during the drain":
+            await wait_for_state(queue, "closing")
+        task.cancel()
+        await queue.shut_down_queue()  # nobody cancelled this caller
+    assert queue.state == "closed"
+    assert is_cancelled(await event)
+
+
+async def wait_for_state(queue: CollectorQueue, state: str) -> None:
+    """Yield to the loop until ``queue`` reaches ``state`` (one or two turns
+    here; the test's guard bounds it)."""
+    while queue.state != state:  # noqa: ASYNC110 - no event to wait on
+        await asyncio.sleep(0)
+
+
+async def test_a_start_cancelled_under_a_raising_teardown_still_closes(
+    loop_guard: LoopErrors,
+) -> None:
+    torn_down: list[str] = []
+    setting_up = asyncio.Event()
+
+    class Slow(Collector):
+        async def setup(self) -> None:
+            setting_up.set()
+            await asyncio.Event().wait()
+
+    first = _Worker("first", torn_down, fail="await")
+    queue = make_queue([first, Slow("slow", _echo)], logging=False)
+    async with asyncio.timeout(GUARD):
+        starting = asyncio.create_task(queue.init_queue())
+        await setting_up.wait()
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert queue.state == "closed"
+        await queue.shut_down_queue()  # returns: the queue is closed
+        assert first.task is not None
+        await asyncio.gather(first.task, return_exceptions=True)
+    assert torn_down == ["first"]
+
+
+@pytest.mark.transports("memory")
+async def test_a_transport_whose_settle_raises_is_logged_not_fatal(
+    loop_guard: LoopErrors,
+) -> None:
+    from structlog.testing import capture_logs
+
+    from event_collector.transport import MemoryTransport
+
+    settled: list[int] = []
+
+    def settle(event: CollectorEvent[Any]) -> None:
+        settled.append(event.id)
+        raise RuntimeError("ack failed")
+
+    transport = MemoryTransport()
+    transport.settle = settle
+    gate = Gate()
+    queue = CollectorQueue(
+        [Collector("c", gate)],
+        transport=transport,
+        autoscale=False,
+        max_consumers=1,
+        consumer_shutdown_timeout=0.01,
+    )
+    with capture_logs() as logs:
+        async with asyncio.timeout(GUARD):
+            async with queue:
+                publisher = queue.get_publisher()
+                gate.open()
+                first = await publisher.send(1)
+                assert (await first).first() == Ok(1)
+                second = await publisher.send(2)  # the consumer lives on
+                assert (await second).first() == Ok(2)
+    assert queue.state == "closed"
+    assert settled == [first.id, second.id]
+    failures = [e for e in logs if e["event"] == "transport settle failed"]
+    assert len(failures) == 2

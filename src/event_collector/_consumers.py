@@ -18,8 +18,8 @@ from .data import (
     Ok,
     Payload,
     ResultList,
-    as_result,
 )
+from .router import _coerce
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
@@ -44,19 +44,6 @@ STOP_NAG_INTERVAL = 5.0
 
 #: The name of every consumer task.
 CONSUMER_NAME = "event-collector-consumer"
-
-
-def _coerce(results: object) -> ResultList:
-    """Make a custom router's answer a ``ResultList`` of results: a list,
-    a tuple or a ``ResultList`` holding plain values has each wrapped in
-    ``Ok``; any other value is one ``Ok``."""
-    if isinstance(results, list | tuple):
-        if isinstance(results, ResultList) and all(
-            isinstance(r, Ok | Error) for r in results
-        ):
-            return results
-        return ResultList(as_result(r) for r in results)
-    return ResultList((as_result(results),))
 
 
 class _ConsumerLocals(NamedTuple):
@@ -345,7 +332,12 @@ class ConsumerPool:
                 self._add_wait_time(end - event.sent_at)
         settled = self._settled
         if settled is not None:
-            settled(event)
+            try:
+                settled(event)
+            except BaseException as exc:
+                if propagates(exc):
+                    raise
+                report_exception(self._log, "transport settle failed", exc)
         if self._observers:
             self._observe(event)
         return True
@@ -371,8 +363,14 @@ class ConsumerPool:
         """Answer events no consumer took (left queued at shutdown) with
         ``Error(EventCancelled(reason))``."""
         answer = cancelled(reason)
+        stop: BaseException | None = None
         for event in events:
-            self.settle(event, answer, ran=False, measured=False)
+            try:
+                self.settle(event, answer, ran=False, measured=False)
+            except BaseException as exc:  # an observer's SystemExit, say
+                stop = stop or exc
+        if stop is not None:
+            raise stop
 
     def _observe(self, event: CollectorEvent[Any]) -> None:
         # A snapshot: an observer that removes itself (or another) while it

@@ -85,7 +85,7 @@ class EventQueue:
         self._closed = reason
         while self._putters:
             fut = self._putters.popleft()
-            if not fut.done():
+            if not fut.done() and not fut.get_loop().is_closed():
                 fut.set_result(None)
 
     @property

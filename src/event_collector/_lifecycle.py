@@ -27,10 +27,27 @@ if TYPE_CHECKING:
 
 __all__ = ["Lifecycle"]
 
-_inside: contextvars.ContextVar[tuple[Lifecycle, ...]] = contextvars.ContextVar(
+
+class _Scope:
+    """A start or a shutdown while it runs; ``active`` is cleared when it
+    ends, so that a task it started does not count as part of it later."""
+
+    __slots__ = ("active", "life")
+
+    def __init__(self, life: Lifecycle) -> None:
+        self.life = life
+        self.active = True
+
+
+_inside: contextvars.ContextVar[tuple[_Scope, ...]] = contextvars.ContextVar(
     "event_collector_inside", default=()
 )
-"""The queues whose start or shutdown the running code is part of."""
+"""The starts and shutdowns the running code is part of."""
+
+
+def _within(life: Lifecycle) -> bool:
+    return any(scope.active and scope.life is life for scope in _inside.get())
+
 
 CREATED, STARTING, RUNNING, CLOSING, CLOSED = QueueState
 
@@ -100,10 +117,12 @@ class Lifecycle:
         self.state = STARTING
         # The start's own code (setups, InitializedQueue handlers) and the
         # tasks it starts must not wait on a shutdown it would hold up.
-        token = _inside.set((*_inside.get(), self))
+        scope = _Scope(self)
+        token = _inside.set((*_inside.get(), scope))
         try:
             await self._start()
         finally:
+            scope.active = False
             _inside.reset(token)
 
     async def _start(self) -> None:
@@ -114,8 +133,10 @@ class Lifecycle:
                 ready.append(collector)
             await self._transport.start()
         except BaseException:
-            await self._teardown(ready)
-            self._close_unstarted("the collector queue failed to start")
+            try:
+                await self._teardown(ready)
+            finally:
+                self._close_unstarted("the collector queue failed to start")
             raise
         loop = self.loop = asyncio.get_running_loop()
         self._on_start()
@@ -152,7 +173,9 @@ class Lifecycle:
         if self.state == CREATED:
             self._close_unstarted()
         task = self._shutdown_task
-        if task is None:
+        if task is None or (task.cancelled() and self.state in (STARTING, RUNNING)):
+            # None yet, or one cancelled (by whoever held the task) before it
+            # began: start it again.
             loop = self.loop or asyncio.get_running_loop()
             task = self._shutdown_task = loop.create_task(
                 self._shut_down(), name="event-collector-shutdown"
@@ -167,10 +190,16 @@ class Lifecycle:
             return
         if self.state == CLOSED and self._shutdown_task is None:
             return
-        task = self.request()
-        if current_owner.get() is self or self in _inside.get():
+        if current_owner.get() is self or _within(self):
+            self.request()
             return
-        await self._await(task)
+        while True:
+            task = self.request()
+            await self._await(task)
+            # A shutdown task cancelled before it began leaves the queue as
+            # it was: start another.
+            if not task.cancelled() or self.state not in (STARTING, RUNNING):
+                return
 
     def hurry(self) -> None:
         """Make the shutdown an immediate one: no drain (or no more of it)."""
@@ -183,13 +212,18 @@ class Lifecycle:
         except asyncio.CancelledError:
             if not task.done():
                 self.hurry()
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or not me.cancelling()):
+                # The shutdown task was cancelled, not this caller; its
+                # finally clauses closed the queue all the same.
+                return
             raise
 
     async def _shut_down(self) -> None:
         # This task's own context: what it runs (teardowns, ShutDownQueue
         # handlers, and the shutdowns of other queues they ask for) must not
         # wait on it.
-        _inside.set((*_inside.get(), self))
+        _inside.set((*_inside.get(), _Scope(self)))
         if self.state == STARTING:  # init_queue is still setting up
             await self._init_done.wait()
         if self.state != RUNNING:

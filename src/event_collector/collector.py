@@ -45,7 +45,8 @@ class Collector:
     :param processor: ``async def processor(payload, ctx)``; not needed when
         a subclass overrides :meth:`process`.
     :param topics: topics the collector receives with ``Delivery.TOPIC``.
-    :param ctx: a :class:`~event_collector.data.Context` handed to the processor and lifecycle.
+    :param ctx: a :class:`~event_collector.data.Context` handed to the
+        processor and the lifecycle.
     :param lifecycle: a factory ``lifecycle(ctx)`` of an async context manager
         entered by :meth:`setup` and exited by :meth:`teardown`.
     :param timeout: seconds a handler may run before it is cancelled and
@@ -166,6 +167,8 @@ def _is_sync(func: object) -> bool:
     ``AsyncMock``, a C callable) are given the benefit of the doubt."""
     while isinstance(func, functools.partial):
         func = func.func
+    if callable(func) and inspect.iscoroutinefunction(inspect.unwrap(func)):
+        return False
     if not (inspect.isfunction(func) or inspect.ismethod(func)):
         func = inspect.getattr_static(type(func), "__call__", None)
         if not inspect.isfunction(func):

@@ -130,6 +130,19 @@ def _listed(result: Ok[Any] | Error) -> ResultList:
     return results
 
 
+def _coerce(results: object) -> ResultList:
+    """Make a custom router's answer a ``ResultList`` of results: a list,
+    a tuple or a ``ResultList`` holding plain values has each wrapped in
+    ``Ok``; any other value is one ``Ok``."""
+    if isinstance(results, list | tuple):
+        if isinstance(results, ResultList) and all(
+            isinstance(r, Ok | Error) for r in results
+        ):
+            return results
+        return ResultList(as_result(r) for r in results)
+    return ResultList((as_result(results),))
+
+
 class Router(ABC):
     """Base class of routers; pass a subclass (the class) to the queue.
 

@@ -10,9 +10,10 @@ answered event is *settled* (a broker acknowledges it and sends the answer
 back); at shutdown the transport hands back what no consumer started; and
 the monitor sizes the pool on the transport's *backlog*.
 
-Every answer goes through the consumer pool's one settle path, which calls
-:attr:`Transport.settle` last, so observers, metrics and acknowledgements
-always agree on what happened to an event.
+Every answer goes through the consumer pool's one settle path, which sets
+the answer, updates the metrics, calls :attr:`Transport.settle` and then the
+observers, so observers, metrics and acknowledgements always agree on what
+happened to an event.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class Transport(Protocol):
     settle: Callable[[CollectorEvent[Any]], None] | None
     """Called once with each event the queue has answered (acknowledge it,
     send the answer back), or ``None`` when there is nothing to do, so that
-    the hot path skips the call."""
+    the hot path skips the call. An event a shutdown cancelled is answered
+    ``Error(EventCancelled)`` here too; a broker's transport may leave such
+    an event for redelivery rather than acknowledge it. What it raises is
+    logged."""
 
     backlog: Callable[[], int]
     """Events waiting for a consumer, as the autoscaler should count them."""
