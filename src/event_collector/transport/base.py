@@ -37,24 +37,31 @@ class Transport(Protocol):
     :meth:`hand_back` once its consumers have stopped, and :meth:`stop` last.
     """
 
-    put: Callable[[CollectorEvent[Any]], Awaitable[None]]
-    """Accept an event from a publisher, waiting for room when the backlog
-    is bounded; raises ``QueueClosed`` when the transport does not accept."""
+    def put(self, event: CollectorEvent[Any]) -> Awaitable[None]:
+        """Accept an event from a publisher, waiting for room when the
+        backlog is bounded; raise ``QueueClosed`` when the transport does not
+        accept. (An ``async def`` method fits.)"""
+        ...
 
-    put_nowait: Callable[[CollectorEvent[Any]], None]
-    """Accept an event without waiting; raises ``QueueFull`` or
-    ``QueueClosed``."""
+    def put_nowait(self, event: CollectorEvent[Any]) -> None:
+        """Accept an event without waiting; raise ``QueueFull`` or
+        ``QueueClosed``."""
+        ...
 
-    settle: Callable[[CollectorEvent[Any]], None] | None
-    """Called once with each event the queue has answered (acknowledge it,
-    send the answer back), or ``None`` when there is nothing to do, so that
-    the hot path skips the call. An event a shutdown cancelled is answered
-    ``Error(EventCancelled)`` here too; a broker's transport may leave such
-    an event for redelivery rather than acknowledge it. What it raises is
-    logged."""
+    @property
+    def settle(self) -> Callable[[CollectorEvent[Any]], None] | None:
+        """Called once with each event the queue has answered (acknowledge
+        it, send the answer back), or ``None`` when there is nothing to do,
+        so that the hot path skips the call. An event a shutdown cancelled
+        is answered ``Error(EventCancelled)`` here too; a broker's transport
+        may leave such an event for redelivery rather than acknowledge it.
+        What it raises is logged."""
+        ...
 
-    backlog: Callable[[], int]
-    """Events waiting for a consumer, as the autoscaler should count them."""
+    def backlog(self) -> int:
+        """Events waiting for a consumer, as the autoscaler should count
+        them."""
+        ...
 
     def attach(self, *, queue_type: QueueType, maxsize: int) -> EventQueue:
         """Take the queue's settings and return the inbox its consumers take
