@@ -589,13 +589,16 @@ async def test_a_timeout_in_the_body_shuts_down_at_once(loop_guard: LoopErrors) 
     started = time.monotonic()
     async with asyncio.timeout(GUARD):
         with pytest.raises(TimeoutError):  # noqa: PT012 - the body is the point
-            async with asyncio.timeout(0.05), queue:
+            async with asyncio.timeout(None) as body, queue:
                 publisher = queue.get_publisher()
                 events.extend([await publisher.send(n) for n in range(5)])
                 await gate.until_running(2)
-                await asyncio.Event().wait()  # until the timeout
+                # Two handlers run and three events wait: expire the body now.
+                body.reschedule(asyncio.get_running_loop().time())
+                await asyncio.Event().wait()
     assert time.monotonic() - started < GUARD
     assert queue.state == "closed"
+    assert len(events) == 5
     results = [event.get_result() for event in events]
     assert all(r is not None and is_cancelled(r) for r in results)
 
