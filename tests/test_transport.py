@@ -63,10 +63,20 @@ class Recording:
         self.calls.append("stop")
 
 
+def _members(cls: type) -> set[str]:
+    return {name for name in vars(cls) if not name.startswith("_")}
+
+
 def test_a_transport_with_methods_fits_the_protocol() -> None:
-    transport: Transport = Recording()  # checked by mypy --strict
+    # mypy --strict checks these two assignments against the protocol...
+    transport: Transport = Recording()
     default: Transport = MemoryTransport()
-    assert transport is not default
+    # ...and at run time both have every member the protocol names.
+    wanted = _members(Transport)
+    assert wanted >= {"attach", "put", "put_nowait", "settle", "backlog", "stop"}
+    assert all(hasattr(transport, name) for name in wanted)
+    default.attach(queue_type=QueueType.FIFO, maxsize=0)
+    assert all(hasattr(default, name) for name in wanted)
 
 
 async def test_every_answered_event_is_settled_once(loop_guard: LoopErrors) -> None:

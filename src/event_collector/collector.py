@@ -167,17 +167,17 @@ def _is_sync(func: object) -> bool:
     ``AsyncMock``, a C callable) are given the benefit of the doubt."""
     while isinstance(func, functools.partial):
         func = func.func
-    if callable(func) and inspect.iscoroutinefunction(inspect.unwrap(func)):
-        return False
     if not (inspect.isfunction(func) or inspect.ismethod(func)):
         func = inspect.getattr_static(type(func), "__call__", None)
         if not inspect.isfunction(func):
             return False
-    if inspect.iscoroutinefunction(func) or func.__name__ == "<lambda>":
+    func = inspect.unwrap(func)  # what a functools.wraps decorator wraps
+    name = getattr(func, "__name__", "")
+    if inspect.iscoroutinefunction(func) or name == "<lambda>":
         # A lambda cannot await, so one given as a handler is most often
         # one that returns a coroutine (lambda p, ctx: handle(p, ctx, db)).
         return False
-    annotation = getattr(inspect.unwrap(func), "__annotations__", {}).get("return")
+    annotation = getattr(func, "__annotations__", {}).get("return")
     text = annotation if isinstance(annotation, str) else repr(annotation)
     return annotation is None or not any(
         word in text for word in ("Awaitable", "Coroutine", "Future")

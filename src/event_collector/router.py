@@ -130,15 +130,22 @@ def _listed(result: Ok[Any] | Error) -> ResultList:
     return results
 
 
+_RESULTS = (Ok, Error)
+
+
 def _coerce(results: object) -> ResultList:
     """Make a custom router's answer a ``ResultList`` of results: a list,
     a tuple or a ``ResultList`` holding plain values has each wrapped in
     ``Ok``; any other value is one ``Ok``."""
     if isinstance(results, list | tuple):
-        if isinstance(results, ResultList) and all(
-            isinstance(r, Ok | Error) for r in results
-        ):
-            return results
+        if isinstance(results, ResultList):
+            # A plain loop, not all() over a generator: it runs for every
+            # event a custom router answers.
+            for result in results:
+                if not isinstance(result, _RESULTS):
+                    break
+            else:
+                return results
         return ResultList(as_result(r) for r in results)
     return ResultList((as_result(results),))
 
