@@ -90,8 +90,6 @@ class ConsumerPool:
         settled: Callable[[CollectorEvent[Any]], None] | None = None,
     ) -> None:
         self._queue = queue
-        self._route = route
-        self._direct = direct
         self._clock = clock
         self._add_service_time = meters.service_times.add
         self._add_wait_time = meters.wait_times.add
