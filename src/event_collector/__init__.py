@@ -19,10 +19,13 @@ from .data import (
 )
 from .exceptions import (
     ConfigError,
+    DeliveryExhausted,
     EventCancelled,
     EventCollectorException,
+    EventLost,
     QueueClosed,
     QueueFull,
+    RemoteError,
 )
 from .messagebus import BusEvent, BusEventQueue, Command, Message, MessageBus
 from .publisher import CollectorEvent, EventPublisher, QueueType
@@ -51,9 +54,11 @@ __all__ = [
     "ConfigError",
     "Context",
     "Delivery",
+    "DeliveryExhausted",
     "Error",
     "EventCancelled",
     "EventCollectorException",
+    "EventLost",
     "EventObserver",
     "EventPublisher",
     "InitializedQueue",
@@ -69,6 +74,7 @@ __all__ = [
     "QueueFull",
     "QueueType",
     "Record",
+    "RemoteError",
     "ReportedMetrics",
     "Result",
     "ResultList",

@@ -259,6 +259,7 @@ class ConsumerPool:
             payload = event._payload
             if payload is None:
                 payload = Payload(event._value)
+                payload._eid = event.id
             answer: object
             try:
                 if direct is not None and payload.delivery is broadcast:

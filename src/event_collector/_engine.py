@@ -29,7 +29,7 @@ from ._outcome import propagates
 from .collector import Collector
 from .publisher import EventPublisher
 from .router import Router, SimpleRouter, _build_router
-from .transport import Transport
+from .transport import MemoryTransport, Transport
 from .types import EventObserver
 
 __all__ = ["Engine", "Settings"]
@@ -137,7 +137,9 @@ class Engine:
         """The thread the queue was started in."""
         self.publisher = EventPublisher(
             transport,
-            bounded=s.maxsize > 0,
+            # Only the unbounded in-memory put can go unawaited: any other
+            # transport accepts an event when its put returns.
+            awaits_put=s.maxsize > 0 or not isinstance(transport, MemoryTransport),
             queue_type=s.queue_type,
             default_priority=s.default_priority,
             clock=clock,

@@ -90,6 +90,7 @@ class CollectorEvent(Generic[T]):
         self._value: T | None
         if isinstance(payload, Payload):
             self._payload, self._value = payload, None
+            payload._eid = self.id
         else:
             self._payload, self._value = None, payload
         self.priority: int = priority
@@ -117,6 +118,7 @@ class CollectorEvent(Generic[T]):
         payload = self._payload
         if payload is None:
             payload = self._payload = Payload(self._value)  # type: ignore[arg-type]
+            payload._eid = self.id
         return payload
 
     # -- answering (used by the queue) --------------------------------------

@@ -256,9 +256,14 @@ class Payload(Generic[T]):
         without a delivery mode, names with ``Delivery.BROADCAST``, topics
         with ``Delivery.KEY`` or keys with ``Delivery.TOPIC``.
     :raises TypeError: ``delivery`` is not a :class:`Delivery`.
+
+    The handler also sees which event the payload belongs to
+    (:attr:`event_id`) and which delivery of it this is (:attr:`attempt`),
+    to make its effects idempotent when a transport delivers an event
+    again (see the scaling-out guide).
     """
 
-    __slots__ = ("delivery", "keys", "priority", "topics", "value")
+    __slots__ = ("_attempt", "_eid", "delivery", "keys", "priority", "topics", "value")
 
     def __init__(
         self,
@@ -285,6 +290,29 @@ class Payload(Generic[T]):
         else:
             self.delivery, self.keys, self.topics = _routing(delivery, keys, topics)
         self.priority: int | None = priority
+        # The event's id as the queue gave it: a number in this process
+        # (made a string when read, so that the hot path does not format
+        # it), a string from a broker; None until the payload is sent.
+        self._eid: int | str | None = None
+        self._attempt = 1
+
+    @property
+    def event_id(self) -> str:
+        """The id of the event this payload was sent as: unique in the
+        process for the in-memory transport, the stream entry's id on
+        Redis (the same on every delivery of the event); ``""`` for a
+        payload not sent yet."""
+        eid = self._eid
+        if type(eid) is str:
+            return eid
+        return "" if eid is None else str(eid)
+
+    @property
+    def attempt(self) -> int:
+        """Which delivery of the event this is: 1 the first time; higher
+        when a transport delivers it again (a worker died while handling
+        it). Always 1 in memory."""
+        return self._attempt
 
     def set_delivery(
         self,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DeliveryExhausted",
     "EventCancelled",
     "EventCollectorException",
+    "EventLost",
     "QueueClosed",
     "QueueFull",
+    "RemoteError",
 ]
 
 
@@ -36,3 +39,49 @@ class EventCancelled(EventCollectorException):
     The queue shut down before the event was handled, or while its handler
     was still running; the message says which.
     """
+
+
+class DeliveryExhausted(EventCollectorException):
+    """A broker's transport gave up on an event: it was delivered
+    ``attempts`` times (``max_deliveries``) and never answered, because
+    the workers handling it died or lost their lease each time. The event
+    was moved to the dead-letter stream."""
+
+    def __init__(self, attempts: int, message: str | None = None) -> None:
+        self.attempts: int = attempts
+        """How many times the event was delivered."""
+        super().__init__(
+            message
+            or f"the event was delivered {attempts} times without an answer; "
+            "it was moved to the dead-letter stream"
+        )
+
+    def __reduce__(self) -> tuple[type[DeliveryExhausted], tuple[int, str]]:
+        return type(self), (self.attempts, str(self))
+
+
+class RemoteError(EventCollectorException):
+    """An exception raised by a handler in another process, as its
+    publisher sees it: :attr:`type` names the exception's class,
+    ``str()`` is its message."""
+
+    def __init__(self, type: str, message: str) -> None:
+        self.type: str = type
+        """The class of the original exception: its qualified name,
+        prefixed by its module unless it is a builtin (``"ValueError"``,
+        ``"myapp.errors.Declined"``)."""
+        self.message: str = message
+        """The original exception's message."""
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
+        return type(self), (self.type, self.message)
+
+    def __repr__(self) -> str:
+        return f"RemoteError({self.type!r}, {self.message!r})"
+
+
+class EventLost(EventCollectorException):
+    """A broker lost an event it had accepted: it restarted without the
+    data (no persistence, or a failover to an empty replica). The event
+    may or may not have been handled; send it again if it must be."""

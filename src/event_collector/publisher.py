@@ -22,12 +22,13 @@ class EventPublisher:
     """Sends values to a collector queue; get it from
     ``CollectorQueue.get_publisher()``.
 
-    Whether the queue is bounded is decided at construction; a plain value
-    sent without a priority takes the shortest path.
+    Whether a send waits for the transport (a bounded queue, a broker) is
+    decided at construction; a plain value sent without a priority takes
+    the shortest path.
     """
 
     __slots__ = (
-        "_bounded",
+        "_awaits_put",
         "_clock",
         "_default_priority",
         "_join",
@@ -42,7 +43,7 @@ class EventPublisher:
         self,
         transport: Transport,
         *,
-        bounded: bool,
+        awaits_put: bool,
         queue_type: QueueType,
         default_priority: int,
         clock: Callable[[], float],
@@ -54,7 +55,7 @@ class EventPublisher:
         # directly (benchmark: throughput).
         self._put = transport.put
         self._put_nowait = transport.put_nowait
-        self._bounded = bounded
+        self._awaits_put = awaits_put
         self.queue_type: QueueType = queue_type
         """The queue's type."""
         self._default_priority = default_priority
@@ -95,7 +96,7 @@ class EventPublisher:
             event = CollectorEvent(value, self._default_priority, self._clock())
         else:
             event = self._make_event(value, priority)
-        if self._bounded:
+        if self._awaits_put:
             await self._put(event)
         else:
             self._put_nowait(event)

@@ -1,0 +1,19 @@
+"""Scale out on Redis Streams: the same collectors on a fleet of worker
+processes, at-least-once, with each answer routed back to its publisher.
+
+Needs the ``redis`` extra (``pip install 'event-collector[redis]'``):
+redis-py's asyncio client and hiredis. See the scaling-out guide.
+"""
+
+from ._codec import Codec, JsonCodec, MsgpackCodec
+from ._publisher import RedisPublisher
+from ._transport import FleetFigures, RedisTransport
+
+__all__ = [
+    "Codec",
+    "FleetFigures",
+    "JsonCodec",
+    "MsgpackCodec",
+    "RedisPublisher",
+    "RedisTransport",
+]

@@ -1,0 +1,238 @@
+"""What crosses Redis: the codec, and the shapes of an event and of its
+answer on the wire.
+
+A work entry holds the fields ``d`` (the encoded payload: its value and
+how to deliver it), ``r`` (the publisher's reply stream, empty when nobody
+waits) and ``c`` (the codec's name). A reply entry holds ``e`` (the work
+entry's id) and ``a`` (the encoded results). Both go through the same
+:class:`Codec`, JSON unless another is given; nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from ..data import Delivery, Error, Ok, Payload, ResultList
+from ..exceptions import DeliveryExhausted, RemoteError
+
+__all__ = ["Codec", "JsonCodec", "MsgpackCodec"]
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns payload values and results into bytes and back.
+
+    ``name`` is written beside every entry, so that a worker refuses (dead
+    letters) an entry written with another codec instead of misreading it.
+    """
+
+    name: str
+
+    def encode(self, value: Any) -> bytes:
+        """The bytes of ``value``; raise ``TypeError`` or ``ValueError``
+        for a value the codec cannot carry."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """The value of ``data``; raise ``ValueError`` for bytes that are
+        not the codec's."""
+        ...
+
+
+class JsonCodec:
+    """JSON (the standard library's): dicts, lists, strings, numbers,
+    booleans and ``None``; what a non-Python process can read too.
+
+    A dict's keys must be strings; tuples come back as lists.
+    """
+
+    name = "json"
+
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        self._decoder = json.JSONDecoder()
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value`` as UTF-8 JSON; ``TypeError`` for what JSON has
+        no form for (a set, a datetime, an object), ``ValueError`` for NaN
+        and the infinities."""
+        return self._encoder.encode(value).encode()
+
+    def decode(self, data: bytes) -> Any:
+        """Decode UTF-8 JSON (``ValueError`` if it is not)."""
+        return self._decoder.decode(data.decode())
+
+    def __repr__(self) -> str:
+        return "JsonCodec()"
+
+
+class MsgpackCodec:
+    """MessagePack, through the ``msgpack`` package (``pip install
+    msgpack``): more compact than JSON and carries bytes as they are."""
+
+    name = "msgpack"
+
+    __slots__ = ("_packb", "_unpackb")
+
+    def __init__(self) -> None:
+        try:
+            import msgpack  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:  # pragma: no cover - depends on the venv
+            raise ImportError(
+                "MsgpackCodec needs the msgpack package: pip install msgpack"
+            ) from exc
+        self._packb = msgpack.packb
+        self._unpackb = msgpack.unpackb
+
+    def encode(self, value: Any) -> bytes:
+        """Pack ``value`` (``TypeError`` for what MessagePack cannot carry)."""
+        data: bytes = self._packb(value, use_bin_type=True)
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        """Unpack ``data``; ``ValueError`` if it is not MessagePack."""
+        try:
+            return self._unpackb(data, raw=False, strict_map_key=False)
+        except Exception as exc:
+            raise ValueError(f"not MessagePack: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return "MsgpackCodec()"
+
+
+# -- the payload on the wire ---------------------------------------------------
+
+
+def payload_document(value: Any) -> dict[str, Any]:
+    """What a sent value becomes before encoding: ``{"v": value}``, with the
+    delivery mode (``"m"``), keys (``"k"``) and topics (``"t"``) of a
+    :class:`~event_collector.data.Payload` when it has them."""
+    if not isinstance(value, Payload):
+        return {"v": value}
+    document: dict[str, Any] = {"v": value.value}
+    if value.delivery is not Delivery.BROADCAST:
+        document["m"] = value.delivery.value
+    if value.keys:
+        document["k"] = list(value.keys)
+    if value.topics:
+        document["t"] = list(value.topics)
+    return document
+
+
+def payload_from_document(document: Any) -> Payload[Any]:
+    """The :class:`Payload` a worker hands its handlers; ``ValueError``
+    for a document this library did not write."""
+    if not isinstance(document, dict) or "v" not in document:
+        raise ValueError("the entry's payload is not an event-collector document")
+    mode = document.get("m")
+    keys = document.get("k")
+    topics = document.get("t")
+    if mode is None:
+        delivery = None
+    else:
+        try:
+            delivery = Delivery(mode)
+        except ValueError:
+            raise ValueError(f"unknown delivery mode {mode!r}") from None
+    for names in (keys, topics):
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError("keys and topics must be lists of strings")
+    try:
+        return Payload(document["v"], delivery, keys, topics)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the entry's routing is invalid: {exc}") from None
+
+
+# -- results on the wire -------------------------------------------------------
+
+_DELIVERY_EXHAUSTED = "event_collector.DeliveryExhausted"
+
+
+def type_name(exc: BaseException | str) -> str:
+    """The name :attr:`RemoteError.type` gives an exception's class: its
+    qualified name, prefixed by its module unless it is a builtin."""
+    if isinstance(exc, str):
+        return ""
+    cls = type(exc)
+    if isinstance(exc, RemoteError):
+        return exc.type
+    if isinstance(exc, DeliveryExhausted):
+        return _DELIVERY_EXHAUSTED
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def answer_document(results: ResultList) -> list[list[Any]]:
+    """The results as the codec carries them: ``["ok", value]`` or
+    ``["err", type, message, details]`` per collector, in order."""
+    out: list[list[Any]] = []
+    for result in results:
+        if type(result) is Ok:
+            out.append(["ok", result.value])
+        else:
+            assert isinstance(result, Error)
+            err = result.err
+            details = result.details
+            if details is not None:
+                # A traceback is for this process's log; details must stay
+                # what the codec carries.
+                details = {k: v for k, v in details.items() if k != "trace"} or None
+            if isinstance(err, DeliveryExhausted):
+                details = {**(details or {}), "attempts": err.attempts}
+            out.append(["err", type_name(err), str(err), details])
+    return out
+
+
+def results_from_document(document: Any) -> ResultList:
+    """The publisher's side of :func:`answer_document`: ``Ok`` values, and
+    ``Error(RemoteError)`` (``Error(DeliveryExhausted)`` for a dead
+    letter); ``ValueError`` for a document this library did not write."""
+    if not isinstance(document, list):
+        raise ValueError("the reply is not a list of results")
+    results = ResultList()
+    for item in document:
+        if not isinstance(item, list) or not item:
+            raise ValueError("a result in the reply is malformed")
+        if item[0] == "ok" and len(item) == 2:
+            results.append(Ok(item[1]))
+        elif item[0] == "err" and len(item) == 4:
+            _, name, message, details = item
+            if details is not None and not isinstance(details, dict):
+                details = {"details": details}
+            err: BaseException | str
+            if name == _DELIVERY_EXHAUSTED:
+                attempts = (details or {}).get("attempts", 0)
+                err = DeliveryExhausted(int(attempts), str(message))
+            elif name == "":
+                err = str(message)
+            else:
+                err = RemoteError(str(name), str(message))
+            results.append(Error(err, details))
+        else:
+            raise ValueError("a result in the reply is malformed")
+    return results
+
+
+def encode_answer(codec: Codec, results: ResultList, limit: int) -> bytes:
+    """The encoded answer of an event, or an error per collector when the
+    results cannot be encoded or are larger than ``limit`` bytes."""
+    try:
+        data = codec.encode(answer_document(results))
+    except (TypeError, ValueError) as exc:
+        why = f"the result cannot be sent back through Redis: {exc}"
+        return codec.encode([["err", type(exc).__qualname__, why, None]] * len(results))
+    if len(data) > limit:
+        why = (
+            f"the results are {len(data)} bytes encoded, over max_payload_bytes={limit}"
+        )
+        return codec.encode([["err", "ValueError", why, None]] * len(results))
+    return data

@@ -1,0 +1,197 @@
+"""What both sides of the Redis transport share: the key names, the
+settings, the backoff between reconnects and the errors that mean "try
+again"."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import dataclasses
+import os
+import random
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from .._models import DEFAULT_PRIORITY, QueueType
+from ._codec import Codec
+
+__all__ = [
+    "RETRYABLE",
+    "Backoff",
+    "Client",
+    "Config",
+    "Keys",
+    "consumer_name",
+    "ensure_group",
+    "is_nogroup",
+    "server_version",
+]
+
+Client = Any
+"""redis-py's asyncio client. Typed loosely on purpose: redis-py's own
+annotations of command replies change from one release to the next (bytes
+or str, lists or tuples), and what this package reads of them is checked
+where it is read."""
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # BusyLoadingError too: Redis is loading its AOF
+    rexc.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+"""Errors after which a loop waits (:class:`Backoff`) and tries again."""
+
+DEFAULT_BANDS: tuple[int, ...] = (DEFAULT_PRIORITY // 2, DEFAULT_PRIORITY)
+"""The upper bounds of the default priority bands: urgent (priority <= 50),
+normal (<= 100, where the default priority falls) and low (the rest)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Keys:
+    """The Redis keys of one work stream; all but the stream itself and a
+    dead-letter stream given by hand start with ``<stream>:``, so that one
+    ACL key pattern ``<stream>*`` covers them."""
+
+    stream: str
+    group: str
+    dead: str
+    bands: tuple[str, ...]
+    """The work streams, highest priority first: ``(stream,)`` for FIFO."""
+    bounds: tuple[int, ...]
+    """The upper priority bound of each band but the last."""
+
+    @classmethod
+    def make(
+        cls,
+        stream: str,
+        group: str,
+        dead: str | None,
+        queue_type: QueueType,
+        bands: Sequence[int],
+    ) -> Keys:
+        if queue_type is QueueType.PRIORITY:
+            bounds = tuple(bands)
+            names = (*(f"{stream}:p{b}" for b in bounds), f"{stream}:plast")
+        else:
+            bounds, names = (), (stream,)
+        return cls(stream, group, dead or f"{stream}:dead", names, bounds)
+
+    def band(self, priority: int) -> int:
+        """The index of the band a priority falls in."""
+        if not self.bounds:
+            return 0
+        return bisect.bisect_left(self.bounds, priority)
+
+    def reply(self, owner: str) -> str:
+        """The reply stream of one publisher."""
+        return f"{self.stream}:reply:{owner}"
+
+    @property
+    def epoch(self) -> str:
+        """A random token set when the group is created: a publisher that
+        sees it change knows Redis lost what it had accepted."""
+        return f"{self.stream}:epoch"
+
+    @property
+    def workers(self) -> str:
+        """A sorted set of live workers, scored by when they last reported."""
+        return f"{self.stream}:workers"
+
+    def worker(self, name: str) -> str:
+        """The hash of one worker's figures (it expires with the worker)."""
+        return f"{self.stream}:worker:{name}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    """A transport's checked settings, shared by its sides."""
+
+    url: str
+    keys: Keys
+    codec: Codec
+    visibility_timeout: float
+    max_deliveries: int
+    max_payload_bytes: int
+    maxsize: int
+    reply_ttl: float
+    heartbeat_interval: float
+    reclaim_interval: float
+    client_options: dict[str, Any]
+
+    def client(self, **extra: Any) -> Client:
+        """A new asyncio client with its own connection pool."""
+        options = {
+            "socket_connect_timeout": 2.0,
+            "socket_keepalive": True,
+            "health_check_interval": 0,
+            **self.client_options,
+            **extra,
+        }
+        return aioredis.Redis.from_url(self.url, **options)
+
+
+class Backoff:
+    """Seconds to wait before the next try: doubling from ``first`` up to
+    ``cap``, with jitter, so that a fleet does not reconnect in step."""
+
+    __slots__ = ("_cap", "_first", "_next")
+
+    def __init__(self, first: float = 0.05, cap: float = 1.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._cap, delay * 2)
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+def consumer_name() -> str:
+    """A name for this process in the consumer group: host, pid and a
+    random part (a restarted process with the same pid is a new
+    consumer)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """Whether Redis said the stream or the consumer group does not exist."""
+    return isinstance(exc, rexc.ResponseError) and str(exc).startswith("NOGROUP")
+
+
+async def ensure_group(client: Client, keys: Keys) -> bool:
+    """Create the consumer group on every band (with the stream, reading
+    from its start) unless it exists, and the epoch token with it; return
+    whether a group was created."""
+    created = False
+    for band in keys.bands:
+        try:
+            await client.xgroup_create(band, keys.group, id="0", mkstream=True)
+            created = True
+        except rexc.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+    if created:
+        await client.set(keys.epoch, secrets.token_hex(8))
+    else:
+        await client.set(keys.epoch, secrets.token_hex(8), nx=True)
+    return created
+
+
+async def server_version(client: Client) -> tuple[int, ...]:
+    """The Redis server's version, as numbers (``(7, 0, 15)``)."""
+    info = await client.info("server")
+    text = str(info.get("redis_version", "0"))
+    parts = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

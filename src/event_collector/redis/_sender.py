@@ -1,0 +1,409 @@
+"""The publishing side: events into the work stream, answers back from
+this process's reply stream.
+
+Sends from every task of the process are coalesced: each ``send`` queues
+its encoded entry and waits; one writer task sends whatever has queued up
+in one pipelined round trip and tells each sender its entry's id. One
+reader task blocks on the reply stream and answers the waiting events;
+nothing polls a result key, and no channel is opened per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import redis.exceptions as rexc
+
+from .._log import Logger
+from .._models import CollectorEvent
+from ..data import Error, Payload, ResultList
+from ..exceptions import EventCancelled, EventLost, QueueClosed, QueueFull
+from ._codec import payload_document, results_from_document
+from ._common import RETRYABLE, Backoff, Client, Config, ensure_group
+
+__all__ = ["Sender"]
+
+_BATCH = 500  # entries per pipelined round trip, at most
+
+# Adds one entry unless the work streams (undelivered + pending: acknowledged
+# entries are deleted) already hold ARGV[1] entries. KEYS[1] is the band to
+# add to; every band is counted. Returns the entry's id, or false when full.
+_ADD_BOUNDED = """
+local total = 0
+for i = 2, #KEYS do total = total + redis.call('XLEN', KEYS[i]) end
+if total >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+"""
+
+
+class _Pending:
+    """One entry waiting for the writer."""
+
+    __slots__ = ("band", "event", "fields", "future")
+
+    def __init__(
+        self,
+        event: CollectorEvent[Any],
+        band: int,
+        fields: dict[bytes, bytes],
+        future: asyncio.Future[None] | None,
+    ) -> None:
+        self.event = event
+        self.band = band
+        self.fields = fields
+        self.future = future
+
+
+class Sender:
+    """Writes events to the work stream and resolves them from the reply
+    stream (one per sender, expiring when its process is gone)."""
+
+    def __init__(
+        self, config: Config, *, log: Logger, clock: Callable[[], float]
+    ) -> None:
+        self._config = config
+        self._keys = config.keys
+        self._log = log
+        self._clock = clock
+        self.owner = secrets.token_hex(8)
+        self.reply_key = self._keys.reply(self.owner)
+        self._reply_field = self.reply_key.encode()
+        self._codec_field = config.codec.name.encode()
+        self._encode = config.codec.encode
+        self._queue: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+        self.waiting: dict[str, CollectorEvent[Any]] = {}
+        """Events accepted and not answered yet, by entry id."""
+        self._client: Client | None = None
+        self._reader_client: Client | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed: str | None = "the Redis publisher is not started"
+        self._epoch: bytes | None = None
+        self._suspect = False  # a connection failed: check the epoch
+        self._full = False  # the last bounded add found the streams full
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._written = asyncio.Event()
+        self._bounded = None if not config.maxsize else _ADD_BOUNDED
+        self._script: Any = None
+
+    # -- life ------------------------------------------------------------------
+
+    @property
+    def closed_reason(self) -> str | None:
+        return self._closed
+
+    async def start(self) -> None:
+        client = self._client = self._config.client()
+        self._reader_client = self._config.client()
+        backoff = Backoff()
+        while True:
+            try:
+                await ensure_group(client, self._keys)
+                self._epoch = await client.get(self._keys.epoch)
+                break
+            except RETRYABLE as exc:
+                self._log.warning("redis not reachable; retrying", error=str(exc))
+                await asyncio.sleep(backoff.next())
+        if self._bounded is not None:
+            self._script = client.register_script(self._bounded)
+        self._closed = None
+        self._tasks = [
+            asyncio.create_task(self._write(), name="event-collector-redis-writer"),
+            asyncio.create_task(self._read(), name="event-collector-redis-replies"),
+        ]
+
+    def close(self, reason: str) -> None:
+        """Refuse sends from now on; entries already queued are still
+        written."""
+        if self._closed is None:
+            self._closed = reason
+
+    async def stop(self, *, answer_waiting: bool = True) -> None:
+        """Write what is queued (for a few seconds at most), stop the tasks,
+        answer what is still waiting, and close the connections."""
+        self.close("the Redis publisher is closed")
+        self._wake.set()
+        if self._queue:
+            with contextlib.suppress(TimeoutError):
+                await self.wait_written(5.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        reason = "the Redis publisher closed before the event was written"
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(QueueClosed(reason))
+            self._answer(item.event, Error(EventCancelled(reason)))
+        if answer_waiting:
+            self._fail_waiting(
+                EventCancelled("the Redis publisher closed before the answer came")
+            )
+        for client in (self._client, self._reader_client):
+            if client is not None:
+                await client.aclose()
+
+    # -- sending ---------------------------------------------------------------
+
+    def entry(self, event: CollectorEvent[Any]) -> tuple[int, dict[bytes, bytes]]:
+        """The band and fields of an event's entry; raises ``TypeError`` or
+        ``ValueError`` for a payload the codec refuses or one too large."""
+        payload = event._payload
+        value: Any = event._value if payload is None else payload
+        try:
+            data = self._encode(payload_document(value))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(
+                f"the payload cannot be sent through Redis: the "
+                f"{self._config.codec.name} codec refuses it ({exc})"
+            ) from exc
+        limit = self._config.max_payload_bytes
+        if len(data) > limit:
+            raise ValueError(
+                f"the payload is {len(data)} bytes encoded, over "
+                f"max_payload_bytes={limit}"
+            )
+        fields = {b"d": data, b"r": self._reply_field, b"c": self._codec_field}
+        return self._keys.band(event.priority), fields
+
+    def check_open(self) -> None:
+        if self._closed is not None:
+            raise QueueClosed(self._closed)
+
+    async def submit(
+        self, event: CollectorEvent[Any], band: int, fields: dict[bytes, bytes]
+    ) -> None:
+        """Queue one entry and wait until Redis has accepted it."""
+        self.check_open()
+        future = asyncio.get_running_loop().create_future()
+        self._push(_Pending(event, band, fields, future))
+        await future
+
+    def submit_nowait(
+        self, event: CollectorEvent[Any], band: int, fields: dict[bytes, bytes]
+    ) -> None:
+        """Queue one entry without waiting; ``QueueFull`` when a bounded
+        stream was found full and its writes are waiting for room."""
+        self.check_open()
+        if self._full:
+            raise QueueFull(
+                f"the Redis stream is full (maxsize={self._config.maxsize})"
+            )
+        self._push(_Pending(event, band, fields, None))
+
+    def _push(self, item: _Pending) -> None:
+        self._queue.append(item)
+        self._idle.clear()
+        self._wake.set()
+
+    async def wait_idle(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Wait until every event sent so far is written and answered."""
+        async with asyncio.timeout(timeout):
+            while self._queue or self.waiting:
+                self._idle.clear()
+                await self._idle.wait()
+
+    async def wait_written(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until nothing queued is left to write."""
+        async with asyncio.timeout(timeout):
+            while self._queue:
+                self._written.clear()
+                await self._written.wait()
+
+    def _notify(self) -> None:
+        if not self._queue and not self.waiting:
+            self._idle.set()
+
+    async def _write(self) -> None:
+        backoff = Backoff()
+        batch: list[_Pending] = []
+        while True:
+            if not batch:
+                while not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                for _ in range(min(_BATCH, len(self._queue))):
+                    batch.append(self._queue.popleft())
+            try:
+                if self._suspect:
+                    await self._check_epoch()
+                ids = await self._add(batch)
+                backoff.reset()
+            except RETRYABLE as exc:
+                self._suspect = True
+                self._log.warning(
+                    "redis write failed; retrying", error=str(exc), events=len(batch)
+                )
+                await asyncio.sleep(backoff.next())
+                continue
+            except Exception as exc:
+                # Not the connection: the server refused (an ACL, OOM...).
+                # The senders get the error; nothing is retried.
+                for item in batch:
+                    self._refuse(item, exc)
+                batch = []
+                continue
+            left: list[_Pending] = []
+            for item, entry_id in zip(batch, ids, strict=True):
+                if entry_id is None:
+                    left.append(item)  # the bounded streams are full
+                elif isinstance(entry_id, Exception):
+                    self._refuse(item, entry_id)
+                else:
+                    self._accepted(item, entry_id.decode())
+            self._full = bool(left)
+            batch = left
+            if not self._queue:
+                self._written.set()
+            if left:
+                await asyncio.sleep(0.02)  # wait for room
+            self._notify()
+
+    async def _add(self, batch: list[_Pending]) -> list[Any]:
+        assert self._client is not None
+        bands = self._keys.bands
+        pipe = self._client.pipeline(transaction=False)
+        if self._script is None:
+            for item in batch:
+                pipe.xadd(bands[item.band], item.fields)
+        else:
+            size = str(self._config.maxsize)
+            for item in batch:
+                args: list[Any] = [size]
+                for name, value in item.fields.items():
+                    args += (name, value)
+                self._script(keys=[bands[item.band], *bands], args=args, client=pipe)
+        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+    def _accepted(self, item: _Pending, entry_id: str) -> None:
+        event = item.event
+        payload = event.payload
+        payload._eid = entry_id
+        if not event.is_done():
+            self.waiting[entry_id] = event
+        if item.future is not None and not item.future.done():
+            item.future.set_result(None)
+
+    def _refuse(self, item: _Pending, exc: BaseException) -> None:
+        error = QueueClosed(f"Redis refused the event: {exc}")
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(error)
+        else:
+            self._answer(item.event, Error(error))
+
+    def _answer(self, event: CollectorEvent[Any], result: Error) -> None:
+        if event._set_answer(ResultList((result,))):
+            event.finished_at = self._clock()
+
+    def _fail_waiting(self, exc: BaseException) -> None:
+        waiting, self.waiting = self.waiting, {}
+        for event in waiting.values():
+            self._answer(event, Error(exc))
+        self._notify()
+
+    async def _check_epoch(self) -> None:
+        """After a lost connection: if Redis came back without the group
+        (restarted empty), the events it had accepted are gone: answer
+        them ``Error(EventLost)`` instead of letting them wait forever."""
+        assert self._client is not None
+        epoch = await self._client.get(self._keys.epoch)
+        if epoch is None:
+            await ensure_group(self._client, self._keys)
+            epoch = await self._client.get(self._keys.epoch)
+        self._suspect = False
+        if epoch != self._epoch:
+            self._epoch = epoch
+            lost = len(self.waiting)
+            if lost:
+                self._log.error(
+                    "redis lost the events it had accepted (it restarted empty)",
+                    events=lost,
+                )
+            self._fail_waiting(
+                EventLost("Redis restarted without the event; it may not have run")
+            )
+
+    # -- answers ---------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self._reader_client is not None
+        client = self._reader_client
+        key = self.reply_key
+        ttl_ms = int(self._config.reply_ttl * 1000)
+        last = b"0-0"
+        done: list[bytes] = []
+        backoff = Backoff()
+        refresh_every = max(0.5, self._config.reply_ttl / 3)
+        refreshed = -refresh_every
+        decode = self._config.codec.decode
+        while True:
+            try:
+                pipe = client.pipeline(transaction=False)
+                if done:
+                    pipe.xdel(key, *done)
+                now = self._clock()
+                if now - refreshed >= refresh_every:
+                    pipe.pexpire(key, ttl_ms)
+                pipe.xread({key: last}, count=_BATCH, block=500)
+                replies = await pipe.execute()
+                if now - refreshed >= refresh_every:
+                    refreshed = now
+                done = []
+                backoff.reset()
+            except RETRYABLE as exc:
+                self._suspect = True
+                self._log.warning("redis reply read failed; retrying", error=str(exc))
+                await asyncio.sleep(backoff.next())
+                if self._suspect and self._client is not None:
+                    with contextlib.suppress(*RETRYABLE):
+                        await self._check_epoch()
+                continue
+            except rexc.ResponseError as exc:
+                self._log.error("redis refused the reply read", error=str(exc))
+                await asyncio.sleep(backoff.next())
+                continue
+            streams = replies[-1]
+            if not streams:
+                continue
+            for _name, entries in streams:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    done.append(entry_id)
+                    self._resolve(fields, decode)
+            self._notify()
+
+    def _resolve(
+        self, fields: dict[bytes, bytes], decode: Callable[[bytes], Any]
+    ) -> None:
+        raw_id = fields.get(b"e")
+        if raw_id is None:
+            return
+        event = self.waiting.pop(raw_id.decode(), None)
+        if event is None:
+            return  # a duplicate answer, or one for an event already failed
+        try:
+            results = results_from_document(decode(fields.get(b"a", b"")))
+        except Exception as exc:
+            results = ResultList(
+                (Error(ValueError(f"the reply could not be decoded: {exc}")),)
+            )
+        if event._set_answer(results):
+            event.finished_at = self._clock()
+
+
+def event_for(value: Any, priority: int, sent_at: float) -> CollectorEvent[Any]:
+    """A publisher-side event; its payload is made at once, so that the
+    entry id can be set on it when Redis accepts it."""
+    event: CollectorEvent[Any] = CollectorEvent(value, priority, sent_at)
+    if not isinstance(value, Payload):
+        _ = event.payload
+    return event

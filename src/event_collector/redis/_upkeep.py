@@ -1,0 +1,299 @@
+"""A worker's upkeep, beside the fetching and the answering: leases renewed
+off the event loop, dead workers' entries reclaimed, the fleet counted.
+
+Leases: an entry fetched by a worker stays in the group's pending list
+under its name until it is acknowledged. A thread with its own connection
+renews the lease of every entry the process holds (``XCLAIM ... JUSTID``
+resets its idle time without counting a delivery), so a handler that runs
+longer than ``visibility_timeout``, or one that blocks the event loop,
+keeps its events. When a process dies, its entries' idle time grows past
+``visibility_timeout`` and another worker claims them (``XCLAIM`` with that
+minimum idle time: of two workers racing, one wins). Nothing is locked, so
+nothing waits on a lock a dead process holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import redis
+import redis.exceptions as rexc
+
+from .._log import Logger
+from ..data import Error, ResultList
+from ..exceptions import DeliveryExhausted
+from ._codec import answer_document
+from ._common import RETRYABLE, Backoff, Client, Config, Keys, is_nogroup
+from ._inbox import Inbox
+
+__all__ = ["Upkeep"]
+
+
+class Upkeep:
+    """The worker's background loops that are not on the event path (a
+    base of :class:`~event_collector.redis._worker.Worker`)."""
+
+    _config: Config
+    _keys: Keys
+    _inbox: Inbox
+    _log: Logger
+    _client: Client | None
+    _stopping: bool
+    _heartbeat_stop: threading.Event
+    _suspects: dict[int, dict[str, float]]
+    consumer: str
+    held: dict[str, int]
+    handled: int
+    reclaimed: int
+    dead_lettered: int
+    remote_backlog: int
+    remote_share: int
+    workers: int
+
+    def _deliver(
+        self, band: int, entry_id: str, fields: dict[bytes, bytes], attempt: int
+    ) -> None:
+        raise NotImplementedError
+
+    def _dead_letter(
+        self,
+        band: int,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        reason: str,
+        attempts: int,
+        last_error: str | None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def _recreate_group(self) -> None:
+        raise NotImplementedError
+
+    # -- leases ----------------------------------------------------------------
+
+    def _renew_leases(self) -> None:
+        """The heartbeat thread: renew the lease of every held entry, off
+        the event loop, on a connection of its own."""
+        config = self._config
+        options = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+        options.update(
+            {k: v for k, v in config.client_options.items() if k != "socket_timeout"}
+        )
+        client: Any = redis.Redis.from_url(config.url, **options)
+        keys = self._keys
+        interval = config.heartbeat_interval
+        try:
+            while not self._heartbeat_stop.wait(interval):
+                held = self.held.copy()
+                if not held:
+                    continue
+                by_band: dict[int, list[str]] = {}
+                for entry_id, band in held.items():
+                    by_band.setdefault(band, []).append(entry_id)
+                try:
+                    pipe = client.pipeline(transaction=False)
+                    for band, ids in by_band.items():
+                        for start in range(0, len(ids), 1000):
+                            pipe.xclaim(
+                                keys.bands[band],
+                                keys.group,
+                                self.consumer,
+                                0,
+                                ids[start : start + 1000],
+                                justid=True,
+                            )
+                    pipe.execute(raise_on_error=False)
+                except (rexc.RedisError, OSError):
+                    continue  # the next beat tries again, on a new connection
+        finally:
+            client.close()
+
+    async def _reclaim(self) -> None:
+        """Claim the entries of dead workers: those idle past
+        ``visibility_timeout`` at two looks a heartbeat apart (a paused or
+        sleeping Redis makes every entry look idle once; a live owner's
+        heartbeat renews it before the second look)."""
+        assert self._client is not None
+        client = self._client
+        config = self._config
+        keys = self._keys
+        idle_ms = int(config.visibility_timeout * 1000)
+        confirm = config.heartbeat_interval * 1.5
+        backoff = Backoff()
+        last_sweep = time.monotonic()
+        while not self._stopping:
+            await asyncio.sleep(config.reclaim_interval)
+            try:
+                for band_index, band in enumerate(keys.bands):
+                    await self._reclaim_band(client, band_index, band, idle_ms, confirm)
+                if time.monotonic() - last_sweep > max(30.0, config.visibility_timeout):
+                    last_sweep = time.monotonic()
+                    await self._sweep_consumers(client)
+                backoff.reset()
+            except RETRYABLE as exc:
+                self._log.warning("redis reclaim failed; retrying", error=str(exc))
+                await asyncio.sleep(backoff.next())
+            except rexc.ResponseError as exc:
+                if is_nogroup(exc):
+                    await self._recreate_group()
+                else:
+                    self._log.error("redis refused the reclaim", error=str(exc))
+
+    async def _reclaim_band(
+        self,
+        client: Client,
+        band_index: int,
+        band: str,
+        idle_ms: int,
+        confirm: float,
+    ) -> None:
+        keys = self._keys
+        pending = await client.xpending_range(
+            band, keys.group, "-", "+", 100, idle=idle_ms
+        )
+        now = time.monotonic()
+        suspects = self._suspects.get(band_index, {})
+        seen: dict[str, float] = {}
+        ready: list[tuple[str, int]] = []
+        for entry in pending:
+            entry_id = entry["message_id"].decode()
+            if entry_id in self.held:
+                continue  # ours: the heartbeat has not run yet
+            first = seen[entry_id] = suspects.get(entry_id, now)
+            if now - first >= confirm:
+                ready.append((entry_id, int(entry["times_delivered"])))
+        self._suspects[band_index] = seen
+        if not ready:
+            return
+        # Reclaimed entries go before new ones: some are taken even when no
+        # consumer is idle (they wait in the inbox, their leases renewed).
+        room = max(16, self._inbox.idle_consumers())
+        exhausted = [e for e, n in ready if n >= self._config.max_deliveries]
+        retry = [e for e, n in ready if n < self._config.max_deliveries][:room]
+        counts = dict(ready)
+        for ids, dead in ((exhausted, True), (retry, False)):
+            if not ids:
+                continue
+            claimed = await client.xclaim(band, keys.group, self.consumer, idle_ms, ids)
+            for entry_id_raw, fields in claimed:
+                if fields is None:
+                    continue  # the entry was deleted
+                entry_id = entry_id_raw.decode()
+                seen.pop(entry_id, None)
+                attempts = counts[entry_id]
+                if dead:
+                    self.held[entry_id] = band_index
+                    self._log.error(
+                        "redis event dead-lettered after its last delivery",
+                        entry_id=entry_id,
+                        attempts=attempts,
+                    )
+                    self._dead_letter(
+                        band_index,
+                        entry_id,
+                        fields,
+                        f"delivered {attempts} times without an answer",
+                        attempts,
+                        None,
+                    )
+                else:
+                    self.reclaimed += 1
+                    self._log.info(
+                        "redis event reclaimed from a dead worker",
+                        entry_id=entry_id,
+                        attempt=attempts + 1,
+                    )
+                    self._deliver(band_index, entry_id, fields, attempts + 1)
+
+    async def _sweep_consumers(self, client: Client) -> None:
+        """Remove from the group the names of workers long gone that hold
+        nothing, so that the group's consumer list does not grow with
+        every restart."""
+        keys = self._keys
+        longer_than = max(60.0, self._config.visibility_timeout * 10) * 1000
+        for band in keys.bands:
+            for info in await client.xinfo_consumers(band, keys.group):
+                name = info["name"]
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                if name == self.consumer or info["pending"]:
+                    continue
+                if info["idle"] > longer_than:
+                    await client.xgroup_delconsumer(band, keys.group, name)
+
+    # -- counting --------------------------------------------------------------
+
+    async def _count(self) -> None:
+        """Count the stream's backlog and the live workers, and report this
+        worker's figures (they expire with it)."""
+        assert self._client is not None
+        client = self._client
+        keys = self._keys
+        interval = 0.5
+        expiry_ms = int(interval * 6 * 1000)
+        backoff = Backoff()
+        while True:
+            try:
+                now_ms = int(time.time() * 1000)
+                pipe = client.pipeline(transaction=False)
+                for band in keys.bands:
+                    pipe.xlen(band)
+                    pipe.xpending(band, keys.group)
+                pipe.hset(
+                    keys.worker(self.consumer),
+                    mapping={
+                        "held": len(self.held),
+                        "inbox": self._inbox.qsize(),
+                        "handled": self.handled,
+                        "reclaimed": self.reclaimed,
+                        "dead_lettered": self.dead_lettered,
+                        "at": now_ms,
+                    },
+                )
+                pipe.pexpire(keys.worker(self.consumer), expiry_ms)
+                pipe.zadd(keys.workers, {self.consumer: now_ms})
+                pipe.zremrangebyscore(keys.workers, "-inf", now_ms - expiry_ms)
+                pipe.zcard(keys.workers)
+                replies = await pipe.execute(raise_on_error=False)
+                waiting = 0
+                for i in range(len(keys.bands)):
+                    length, summary = replies[2 * i], replies[2 * i + 1]
+                    if isinstance(length, int) and isinstance(summary, dict):
+                        waiting += max(0, length - int(summary.get("pending", 0)))
+                workers = replies[-1] if isinstance(replies[-1], int) else 1
+                self.workers = max(1, workers)
+                self.remote_backlog = waiting
+                self.remote_share = -(-waiting // self.workers)
+                backoff.reset()
+                await asyncio.sleep(interval)
+            except RETRYABLE:
+                await asyncio.sleep(backoff.next())
+
+    def _queue_dead_letter(self, pipe: Any, item: tuple[Any, ...], ttl_ms: int) -> None:
+        _, band, entry_id, fields, reason, attempts, last_error = item
+        dead = dict(fields)
+        dead[b"dead:reason"] = reason.encode()
+        dead[b"dead:attempts"] = str(attempts).encode()
+        dead[b"dead:entry"] = entry_id.encode()
+        dead[b"dead:stream"] = self._keys.bands[band].encode()
+        if last_error:
+            dead[b"dead:error"] = last_error.encode()
+        pipe.xadd(self._keys.dead, dead)
+        reply_to = fields.get(b"r")
+        if reply_to:
+            if attempts and reason.startswith("delivered"):
+                err: BaseException = DeliveryExhausted(attempts)
+            else:
+                err = ValueError(reason)
+            answer = self._config.codec.encode(
+                answer_document(ResultList((Error(err),)))
+            )
+            pipe.xadd(
+                reply_to,
+                {b"e": entry_id.encode(), b"a": answer},
+                maxlen=100_000,
+                approximate=True,
+            )
+            pipe.pexpire(reply_to, ttl_ms)
