@@ -166,6 +166,11 @@ class Engine:
         )
         """The start and the shutdown."""
         self.pool.set_owner(self.life)
+        # A transport that reports a worker's figures elsewhere (Redis: to
+        # the fleet view) reads them here; the seam itself needs none.
+        observe = getattr(transport, "observe_metrics", None)
+        if callable(observe):
+            observe(lambda: self.measurement.snapshot(update=False))
 
     def _initial_consumers(self) -> int:
         s = self._settings

@@ -30,6 +30,7 @@ __all__ = [
     "ensure_group",
     "is_nogroup",
     "server_version",
+    "stop_tasks",
 ]
 
 Client = Any
@@ -153,6 +154,24 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self._first
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], *, grace: float) -> None:
+    """Let loops that watch a stop flag end on their own for ``grace``
+    seconds, then cancel them. A task blocked in a read on a Redis
+    connection may not see a cancellation at once (redis-py can swallow
+    it while re-entering a blocking read), so nothing here waits on a
+    cancelled task for long."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=grace)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=grace)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure was logged where it happened
 
 
 def consumer_name() -> str:

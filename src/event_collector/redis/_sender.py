@@ -24,7 +24,7 @@ from .._models import CollectorEvent
 from ..data import Error, Payload, ResultList
 from ..exceptions import EventCancelled, EventLost, QueueClosed, QueueFull
 from ._codec import payload_document, results_from_document
-from ._common import RETRYABLE, Backoff, Client, Config, ensure_group
+from ._common import RETRYABLE, Backoff, Client, Config, ensure_group, stop_tasks
 
 __all__ = ["Sender"]
 
@@ -78,6 +78,9 @@ class Sender:
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self.waiting: dict[str, CollectorEvent[Any]] = {}
+        # Answers read before their entry's acceptance was: id -> (when, fields).
+        self._early: dict[str, tuple[float, dict[bytes, bytes]]] = {}
+        self._queue_in_flight = 0  # entries sent whose ids are not known yet
         """Events accepted and not answered yet, by entry id."""
         self._client: Client | None = None
         self._reader_client: Client | None = None
@@ -85,6 +88,7 @@ class Sender:
         self._closed: str | None = "the Redis publisher is not started"
         self._epoch: bytes | None = None
         self._suspect = False  # a connection failed: check the epoch
+        self._stopping = False
         self._full = False  # the last bounded add found the streams full
         self._idle = asyncio.Event()
         self._idle.set()
@@ -132,11 +136,8 @@ class Sender:
         if self._queue:
             with contextlib.suppress(TimeoutError):
                 await self.wait_written(5.0)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        await stop_tasks(self._tasks, grace=1.5)
         self._tasks = []
         reason = "the Redis publisher closed before the event was written"
         while self._queue:
@@ -148,6 +149,11 @@ class Sender:
             self._fail_waiting(
                 EventCancelled("the Redis publisher closed before the answer came")
             )
+        if self._client is not None:
+            # Nobody reads this reply stream any more.
+            with contextlib.suppress(*RETRYABLE):
+                async with asyncio.timeout(2.0):
+                    await self._client.delete(self.reply_key)
         for client in (self._client, self._reader_client):
             if client is not None:
                 await client.aclose()
@@ -226,9 +232,11 @@ class Sender:
     async def _write(self) -> None:
         backoff = Backoff()
         batch: list[_Pending] = []
-        while True:
+        while not self._stopping or batch or self._queue:
             if not batch:
                 while not self._queue:
+                    if self._stopping:
+                        return
                     self._wake.clear()
                     await self._wake.wait()
                 for _ in range(min(_BATCH, len(self._queue))):
@@ -236,7 +244,11 @@ class Sender:
             try:
                 if self._suspect:
                     await self._check_epoch()
-                ids = await self._add(batch)
+                self._queue_in_flight = len(batch)
+                try:
+                    ids = await self._add(batch)
+                finally:
+                    self._queue_in_flight = 0
                 backoff.reset()
             except RETRYABLE as exc:
                 self._suspect = True
@@ -289,7 +301,11 @@ class Sender:
         payload = event.payload
         payload._eid = entry_id
         if not event.is_done():
-            self.waiting[entry_id] = event
+            early = self._early.pop(entry_id, None)
+            if early is None:
+                self.waiting[entry_id] = event
+            else:
+                self._settle(event, early[1])
         if item.future is not None and not item.future.done():
             item.future.set_result(None)
 
@@ -344,8 +360,7 @@ class Sender:
         backoff = Backoff()
         refresh_every = max(0.5, self._config.reply_ttl / 3)
         refreshed = -refresh_every
-        decode = self._config.codec.decode
-        while True:
+        while not self._stopping:
             try:
                 pipe = client.pipeline(transaction=False)
                 if done:
@@ -378,18 +393,34 @@ class Sender:
                 for entry_id, fields in entries:
                     last = entry_id
                     done.append(entry_id)
-                    self._resolve(fields, decode)
+                    self._resolve(fields)
             self._notify()
 
-    def _resolve(
-        self, fields: dict[bytes, bytes], decode: Callable[[bytes], Any]
-    ) -> None:
+    def _resolve(self, fields: dict[bytes, bytes]) -> None:
         raw_id = fields.get(b"e")
         if raw_id is None:
             return
-        event = self.waiting.pop(raw_id.decode(), None)
+        entry_id = raw_id.decode()
+        event = self.waiting.pop(entry_id, None)
         if event is None:
-            return  # a duplicate answer, or one for an event already failed
+            # The answer came before the writer saw Redis accept the entry
+            # (both replies can arrive in one turn of the loop), or it is a
+            # duplicate: kept a while for the writer to find.
+            if self._queue_in_flight:
+                self._keep_early(entry_id, fields)
+            return
+        self._settle(event, fields)
+
+    def _keep_early(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        early = self._early
+        early[entry_id] = (self._clock(), fields)
+        if len(early) > 10_000:
+            horizon = self._clock() - 60.0
+            for key in [k for k, (at, _) in early.items() if at < horizon]:
+                del early[key]
+
+    def _settle(self, event: CollectorEvent[Any], fields: dict[bytes, bytes]) -> None:
+        decode = self._config.codec.decode
         try:
             results = results_from_document(decode(fields.get(b"a", b"")))
         except Exception as exc:

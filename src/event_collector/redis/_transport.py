@@ -10,7 +10,7 @@ from typing import Any
 from .._config import is_finite
 from .._eventqueue import EventQueue
 from .._log import GuardedLogger, Logger, get_logger
-from .._models import DEFAULT_PRIORITY, CollectorEvent, QueueType
+from .._models import DEFAULT_PRIORITY, CollectorEvent, Metrics, QueueType
 from ..exceptions import ConfigError, QueueClosed
 from ._codec import Codec, JsonCodec
 from ._common import DEFAULT_BANDS, Config, Keys, consumer_name
@@ -165,6 +165,7 @@ class RedisTransport:
         self._sender: Sender | None = None
         self._worker: Worker | None = None
         self._closed: str | None = "the collector queue is not running"
+        self._read_metrics: Callable[[], Metrics] | None = None
         self.consumer = consumer_name()
         """This process's name in the consumer group."""
 
@@ -287,6 +288,7 @@ class RedisTransport:
         except BaseException:
             await sender.stop()
             raise
+        worker.metrics = self._read_metrics
         self._sender, self._worker = sender, worker
         self._inbox.open()
         self._closed = None
@@ -322,6 +324,13 @@ class RedisTransport:
         if sender is not None:
             await sender.stop()
         self._worker = self._sender = None
+
+    def observe_metrics(self, read: Callable[[], Metrics]) -> None:
+        """Called by the queue with a way to read its metrics: the worker
+        reports them to the fleet view (``event-collector top``)."""
+        self._read_metrics = read
+        if self._worker is not None:
+            self._worker.metrics = read
 
     def fleet(self) -> FleetFigures:
         """What this worker last counted of the stream and the fleet."""

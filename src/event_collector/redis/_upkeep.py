@@ -15,14 +15,17 @@ nothing waits on a lock a dead process holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 import redis.exceptions as rexc
 
 from .._log import Logger
+from .._models import Metrics
 from ..data import Error, ResultList
 from ..exceptions import DeliveryExhausted
 from ._codec import answer_document
@@ -42,6 +45,7 @@ class Upkeep:
     _log: Logger
     _client: Client | None
     _stopping: bool
+    _stop_event: asyncio.Event
     _heartbeat_stop: threading.Event
     _suspects: dict[int, dict[str, float]]
     consumer: str
@@ -71,6 +75,40 @@ class Upkeep:
 
     async def _recreate_group(self) -> None:
         raise NotImplementedError
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, waking early when the worker stops."""
+        if not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stop_event.wait()
+
+    metrics: Callable[[], Metrics] | None = None
+    """The queue's metrics, when a queue runs on this worker."""
+
+    def _queue_figures(self) -> dict[str, str | int | float]:
+        """The queue's figures for the fleet view: consumers, busy, queued,
+        rates and times (nothing when the metrics cannot be read)."""
+        read = self.metrics
+        if read is None:
+            return {}
+        try:
+            m = read()
+        except Exception:
+            return {}
+        return {
+            "consumers": m.consumers,
+            "busy": m.busy,
+            "qsize": m.qsize,
+            "load": round(m.load, 4),
+            "avg_load": round(m.avg_load, 4),
+            "arrival_rate": round(m.arrival_rate, 3),
+            "departure_rate": round(m.departure_rate, 3),
+            "service_time": m.service_time,
+            "wait_time": m.wait_time,
+            "wip": round(m.wip, 3),
+            "event_count": m.event_count,
+        }
 
     # -- leases ----------------------------------------------------------------
 
@@ -125,7 +163,7 @@ class Upkeep:
         backoff = Backoff()
         last_sweep = time.monotonic()
         while not self._stopping:
-            await asyncio.sleep(config.reclaim_interval)
+            await self._nap(config.reclaim_interval)
             try:
                 for band_index, band in enumerate(keys.bands):
                     await self._reclaim_band(client, band_index, band, idle_ms, confirm)
@@ -135,7 +173,7 @@ class Upkeep:
                 backoff.reset()
             except RETRYABLE as exc:
                 self._log.warning("redis reclaim failed; retrying", error=str(exc))
-                await asyncio.sleep(backoff.next())
+                await self._nap(backoff.next())
             except rexc.ResponseError as exc:
                 if is_nogroup(exc):
                     await self._recreate_group()
@@ -234,7 +272,7 @@ class Upkeep:
         interval = 0.5
         expiry_ms = int(interval * 6 * 1000)
         backoff = Backoff()
-        while True:
+        while not self._stopping:
             try:
                 now_ms = int(time.time() * 1000)
                 pipe = client.pipeline(transaction=False)
@@ -244,6 +282,7 @@ class Upkeep:
                 pipe.hset(
                     keys.worker(self.consumer),
                     mapping={
+                        **self._queue_figures(),
                         "held": len(self.held),
                         "inbox": self._inbox.qsize(),
                         "handled": self.handled,
@@ -267,9 +306,9 @@ class Upkeep:
                 self.remote_backlog = waiting
                 self.remote_share = -(-waiting // self.workers)
                 backoff.reset()
-                await asyncio.sleep(interval)
+                await self._nap(interval)
             except RETRYABLE:
-                await asyncio.sleep(backoff.next())
+                await self._nap(backoff.next())
 
     def _queue_dead_letter(self, pipe: Any, item: tuple[Any, ...], ttl_ms: int) -> None:
         _, band, entry_id, fields, reason, attempts, last_error = item

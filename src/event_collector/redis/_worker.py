@@ -21,7 +21,15 @@ from .._models import CollectorEvent
 from ..data import Error, ResultList
 from ..exceptions import EventCancelled, QueueClosed
 from ._codec import encode_answer, payload_from_document
-from ._common import RETRYABLE, Backoff, Client, Config, ensure_group, is_nogroup
+from ._common import (
+    RETRYABLE,
+    Backoff,
+    Client,
+    Config,
+    ensure_group,
+    is_nogroup,
+    stop_tasks,
+)
 from ._inbox import Delivered, Inbox
 from ._upkeep import Upkeep
 
@@ -59,6 +67,7 @@ class Worker(Upkeep):
         self._wake_acker = asyncio.Event()
         self._handback: list[Delivered] = []
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
@@ -105,6 +114,7 @@ class Worker(Upkeep):
     def close(self) -> None:
         """Fetch nothing more."""
         self._stopping = True
+        self._stop_event.set()
         self._inbox.demand.set()
 
     def hand_back(self) -> None:
@@ -117,11 +127,13 @@ class Worker(Upkeep):
         """Acknowledge what is answered, give back what is not, stop."""
         self.close()
         fetch, reclaim, ack, count = self._tasks or (None,) * 4
-        for task in (fetch, reclaim, count):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # The loops end on their own at their next turn (a blocking read
+        # returns within _BLOCK_MS): a cancelled read may still run on the
+        # server and bring this consumer back into the group after it left.
+        await stop_tasks(
+            [t for t in (fetch, reclaim, count) if t is not None],
+            grace=_BLOCK_MS / 1000 + 2.0,
+        )
         # What the fetcher got while stopping was never started either.
         self.hand_back()
         if ack is not None:
@@ -137,9 +149,7 @@ class Worker(Upkeep):
                     "will be delivered again",
                     events=len(self._acks),
                 )
-            ack.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ack
+            await stop_tasks([ack], grace=0.5)
         self._heartbeat_stop.set()
         try:
             await self._give_back()
@@ -224,14 +234,14 @@ class Worker(Upkeep):
                 backoff.reset()
             except RETRYABLE as exc:
                 self._log.warning("redis fetch failed; retrying", error=str(exc))
-                await asyncio.sleep(backoff.next())
+                await self._nap(backoff.next())
                 continue
             except rexc.ResponseError as exc:
                 if is_nogroup(exc):
                     await self._recreate_group()
                 else:
                     self._log.error("redis refused the fetch", error=str(exc))
-                    await asyncio.sleep(backoff.next())
+                    await self._nap(backoff.next())
                 continue
             for band, entries in got:
                 for entry_id, fields in entries:
