@@ -86,6 +86,11 @@ class Upkeep:
     metrics: Callable[[], Metrics] | None = None
     """The queue's metrics, when a queue runs on this worker."""
 
+    pool_limits: tuple[int, int] | None = None
+    """The queue's ``(min_consumers, max_consumers)``, when whoever runs it
+    says (``event-collector worker`` does): the fleet view takes a worker's
+    capacity from it."""
+
     def _queue_figures(self) -> dict[str, str | int | float]:
         """The queue's figures for the fleet view: consumers, busy, queued,
         rates and times (nothing when the metrics cannot be read)."""
@@ -96,6 +101,9 @@ class Upkeep:
             m = read()
         except Exception:
             return {}
+        limits: dict[str, int] = {}
+        if self.pool_limits is not None:
+            limits["min_consumers"], limits["max_consumers"] = self.pool_limits
         return {
             "consumers": m.consumers,
             "busy": m.busy,
@@ -108,6 +116,7 @@ class Upkeep:
             "wait_time": m.wait_time,
             "wip": round(m.wip, 3),
             "event_count": m.event_count,
+            **limits,
         }
 
     # -- leases ----------------------------------------------------------------
