@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from event_collector import Ok
 
-from . import baselines, library
+from . import baselines, library, redis_bench
 from ._loops import LoopFactory, run, run_counting_gc
 
 __all__ = ["FULL", "QUICK", "TARGETS", "Sizes", "Target", "Verdict", "percentile"]
@@ -46,6 +46,9 @@ class Sizes:
     latency_service: float = 0.0005  # CPU seconds per handler
     latency_load: float = 0.5
     max_idle_rounds: int = 3  # idle rounds are long: at most this many
+    redis_events: int = 50_000  # per full-speed run of the redis target
+    redis_half_load_events: int = 20_000
+    redis_peer_events: int = 5000  # 0: the peers are not measured
 
 
 FULL = Sizes()
@@ -57,6 +60,9 @@ QUICK = Sizes(
     memory_events=20_000,
     latency_events=400,
     max_idle_rounds=1,
+    redis_events=3000,
+    redis_half_load_events=1000,
+    redis_peer_events=0,
 )
 
 
@@ -366,6 +372,16 @@ TARGETS: dict[str, Target] = {
             "ms",
             _latency,
             _judge_latency,
+        ),
+        Target(
+            "redis",
+            "8. Redis Streams, 1 publisher + 2 workers",
+            ">= 0.5x floor, >= 3x peers; p50 at half load <= +2 ms",
+            "floor_events_per_s",
+            "library_events_per_s",
+            "events/s",
+            redis_bench.measure,
+            redis_bench.judge,
         ),
     )
 }
