@@ -5,13 +5,22 @@ under a synthetic load and shows the pool at work: a live terminal view while
 it runs, a summary at the end, and on request a chart (``--plot``) or the
 metrics timeline as JSON lines (``--json``).
 
-The terminal view needs rich and the chart needs matplotlib; both come with
-the ``cli`` extra (``pip install -e ".[cli]"`` from a checkout) and are imported
-only when used.
+``event-collector worker MODULE:ATTR --redis URL --stream NAME`` runs the
+collectors that ``MODULE:ATTR`` names as one worker of a fleet sharing a
+Redis stream, until SIGTERM or SIGINT.
 
-This module holds the command line only: the run itself is
-:mod:`event_collector.demo`, whose names it re-exports, and the view, the
-summary and the chart come from a private module.
+``event-collector top redis://HOST:PORT/DB --stream NAME`` shows that fleet
+live: each worker's figures, the stream's backlog, and the number of
+workers the load needs.
+
+The terminal views need rich and the chart needs matplotlib; both come with
+the ``cli`` extra (``pip install -e ".[cli]"`` from a checkout) and are imported
+only when used; ``worker`` and ``top`` need the ``redis`` extra too.
+
+This module holds the command line only: the demo's run is
+:mod:`event_collector.demo`, whose names it re-exports; the demo's view,
+summary and chart, the worker's run and the fleet view come from private
+modules.
 """
 
 from __future__ import annotations
@@ -20,7 +29,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -28,6 +36,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from ._cli_common import (
+    CannotRun,
+    Refused,
+    is_terminal,
+    non_negative,
+    positive,
+    positive_int,
+)
 from ._demo_output import (
     CLI_EXTRA,
     PLOT_FORMATS,
@@ -39,6 +55,8 @@ from ._demo_output import (
     rich_console,
     write_plot,
 )
+from ._top_cli import add_top_parser
+from ._worker_cli import add_worker_parser
 from .demo import (
     DEMO_AVG_LOAD_INTERVAL,
     DEMO_EVENT_WINDOW,
@@ -79,30 +97,8 @@ _PROFILE_HELP = {
 }
 
 
-def _number(kind: Callable[[str], float], *, minimum: float, strict: bool) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        bad = not math.isfinite(value) or (
-            value <= minimum if strict else value < minimum
-        )
-        if bad:
-            sign = ">" if strict else ">="
-            raise argparse.ArgumentTypeError(f"must be {sign} {minimum:g}: {text!r}")
-        return value
-
-    return parse
-
-
-_positive = _number(float, minimum=0.0, strict=True)
-_non_negative = _number(float, minimum=0.0, strict=False)
-_positive_int = _number(int, minimum=1, strict=False)
-
-
 def _fraction(text: str) -> float:
-    value: float = _non_negative(text)
+    value: float = non_negative(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
     return value
@@ -138,21 +134,21 @@ _DEFAULTS = DemoConfig()
 # The numeric options of the demo as (option, type, help): each sets the
 # DemoConfig field of the same name and defaults to that field's default.
 _NUMBER_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
-    ("--rate", _positive, "peak arrival rate, events/s"),
-    ("--latency", _non_negative, "mean handler time, seconds"),
+    ("--rate", positive, "peak arrival rate, events/s"),
+    ("--latency", non_negative, "mean handler time, seconds"),
     (
         "--spread",
-        _non_negative,
+        non_negative,
         "jitter of the handler time: each call sleeps a time drawn "
         "uniformly from latency +/- spread, seconds",
     ),
     ("--error-rate", _fraction, "share of events whose handler raises, 0 to 1"),
-    ("--min-consumers", _positive_int, "fewest consumers"),
-    ("--max-consumers", _positive_int, "most consumers"),
-    ("--duration", _positive, "seconds of load"),
+    ("--min-consumers", positive_int, "fewest consumers"),
+    ("--max-consumers", positive_int, "most consumers"),
+    ("--duration", positive, "seconds of load"),
     (
         "--interval",
-        _positive,
+        positive,
         "seconds between two samples of the metrics timeline",
     ),
 )
@@ -183,7 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "defaults of 3, 60 and 60 s), so that a run of a few seconds shows "
         f"meaningful rates. Needs the cli extra: {CLI_EXTRA}",
     )
-    demo.set_defaults(demo_parser=demo)
+    demo.set_defaults(demo_parser=demo, run=_demo)
     demo.add_argument(
         "--profile",
         choices=sorted(PROFILES),
@@ -217,6 +213,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "per sample, and nothing else; the live view is then drawn on stderr "
         "if stderr is a terminal and stdout is not, and left out otherwise",
     )
+    add_worker_parser(commands)
+    add_top_parser(commands)
     return parser
 
 
@@ -258,7 +256,7 @@ def _demo(args: argparse.Namespace) -> int:
         # when both are, they share one screen, and the view's redrawing
         # would overwrite the JSON lines.
         view_stream: TextIO | None = None
-        if _is_terminal(sys.stderr) and not _is_terminal(sys.stdout):
+        if is_terminal(sys.stderr) and not is_terminal(sys.stdout):
             view_stream = sys.stderr
         if view_stream is not None:
             try:
@@ -315,13 +313,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except ValueError:  # a closed stream
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``event-collector`` with ``argv`` (``sys.argv[1:]`` by default);
     return the exit status."""
@@ -331,10 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return _demo(args)
-    except MissingExtra as exc:
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
+    except (MissingExtra, CannotRun) as exc:
         print(exc, file=sys.stderr)
         return 1
+    except Refused as exc:
+        print(f"event-collector {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("event-collector: interrupted", file=sys.stderr)
         return 130
