@@ -14,7 +14,18 @@ The gauges are read from :meth:`CollectorQueue.get_metrics
 and counters are fed by an event observer, once per answered event. Every
 sample has a ``queue`` label, so several queues can share one registry.
 
-Needs the ``prometheus`` extra: ``pip install -e ".[prometheus]"`` from a checkout.
+A fleet of workers on a Redis stream is exported by any process that can
+reach the Redis, a worker or not (the stream's backlog, pending entries,
+lag, dead letters and the workers it needs, read at each scrape)::
+
+    from event_collector.prometheus import instrument_fleet
+
+    exporter = instrument_fleet("redis://127.0.0.1:6379/0", stream="orders")
+
+Its samples have a ``stream`` label.
+
+Needs the ``prometheus`` extra: ``pip install -e ".[prometheus]"`` from a checkout
+(and the ``redis`` extra for :func:`instrument_fleet`).
 """
 
 from __future__ import annotations
@@ -22,25 +33,26 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client import CollectorRegistry
     from prometheus_client.core import (
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,
     )
-    from prometheus_client.registry import Collector as _PrometheusCollector
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "event_collector.prometheus needs prometheus_client; install it with "
         'the prometheus extra: pip install -e ".[prometheus]" (from a checkout)'
     ) from exc
 
+from ._prometheus_fleet import FleetCollector, instrument_fleet
+from ._prometheus_registry import METRIC_PREFIX as _PREFIX
+from ._prometheus_registry import Kind, RegistryExporter, register
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -48,9 +60,16 @@ if TYPE_CHECKING:
     from .publisher import CollectorEvent
     from .queue import CollectorQueue, Metrics
 
-__all__ = ["DEFAULT_BUCKETS", "METRIC_PREFIX", "QueueCollector", "instrument"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "METRIC_PREFIX",
+    "FleetCollector",
+    "QueueCollector",
+    "instrument",
+    "instrument_fleet",
+]
 
-METRIC_PREFIX = "event_collector_"
+METRIC_PREFIX = _PREFIX
 """The prefix of every metric name."""
 
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -216,7 +235,7 @@ class QueueCollector:
         self._wait = _Histogram(bounds)
         self._events = 0
         self._errors: dict[str, int] = {}
-        self._registered: _RegistryExporter | None = None
+        self._registered: RegistryExporter | None = None
 
     def observe(self, event: CollectorEvent[Any]) -> None:
         """Count an answered event: the queue calls it for each one."""
@@ -284,63 +303,7 @@ class QueueCollector:
         return f"<QueueCollector queue={self.name!r} events={self._events}>"
 
 
-class _RegistryExporter(_PrometheusCollector):
-    """The one collector a registry holds for all instrumented queues, so
-    that their metric families are exported once, with a sample per queue."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._queues: dict[str, QueueCollector] = {}
-        self._lock = threading.Lock()
-
-    def add(self, collector: QueueCollector) -> None:
-        with self._lock:
-            if collector.name in self._queues:
-                raise ValueError(
-                    "a queue is already instrumented in this registry under "
-                    f"name={collector.name!r}; give each queue its own name"
-                )
-            first = not self._queues
-            self._queues[collector.name] = collector
-        if first:
-            try:
-                self._registry.register(self)
-            except BaseException:
-                with self._lock:
-                    del self._queues[collector.name]
-                raise
-
-    def remove(self, collector: QueueCollector) -> None:
-        # Under the lock instrument() takes, in the same order (exporters,
-        # then this one's): a queue instrumented meanwhile either finds this
-        # exporter still registered or makes a new one, never a half-removed
-        # one.
-        with _exporters_lock:
-            with self._lock:
-                if self._queues.get(collector.name) is not collector:
-                    return
-                del self._queues[collector.name]
-                last = not self._queues
-            if last:
-                self._registry.unregister(self)
-                _exporters.pop(self._registry, None)
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            queues = list(self._queues.values())
-        families = _families()
-        for collector in queues:
-            collector.add_samples(families)
-        yield from families.values()
-
-    def describe(self) -> Iterator[Metric]:
-        yield from _families().values()
-
-
-_exporters: weakref.WeakKeyDictionary[CollectorRegistry, _RegistryExporter] = (
-    weakref.WeakKeyDictionary()
-)
-_exporters_lock = threading.Lock()
+_QUEUES = Kind("queue", _families)
 
 
 def instrument(
@@ -376,13 +339,7 @@ def instrument(
     :returns: the :class:`QueueCollector`; call its ``unregister()`` when the
         queue goes away.
     """
-    target = REGISTRY if registry is None else registry
     collector = QueueCollector(queue, name, buckets=buckets)
-    with _exporters_lock:
-        exporter = _exporters.get(target)
-        if exporter is None:
-            exporter = _exporters[target] = _RegistryExporter(target)
-        exporter.add(collector)
-    collector._registered = exporter
+    collector._registered = register(registry, _QUEUES, collector)
     queue.add_event_observer(collector.observe)
     return collector
