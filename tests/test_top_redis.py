@@ -20,6 +20,7 @@ from event_collector import Collector, CollectorQueue
 from event_collector._top_cli import render_fleet
 from event_collector.cli import main
 from event_collector.redis import RedisTransport
+from event_collector.redis._common import DEFAULT_BANDS
 from event_collector.redis._fleet import (
     FleetSnapshot,
     WorkerSnapshot,
@@ -428,6 +429,16 @@ def test_top_wants_a_redis_url(url: str, capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert "event-collector top: URL must be the workers' Redis" in err
     assert repr(url) in err
+
+
+def test_the_help_gives_the_default_bands(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks in the help
+    with pytest.raises(SystemExit):
+        main(["top", "--help"])
+    bounds = ",".join(str(b) for b in DEFAULT_BANDS)
+    assert f"(default: {bounds})" in capsys.readouterr().out
 
 
 def test_top_checks_its_options(capsys: pytest.CaptureFixture[str]) -> None:

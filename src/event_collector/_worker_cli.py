@@ -91,12 +91,14 @@ def add_worker_parser(commands: Any) -> None:
     worker.add_argument(
         "--min-consumers",
         type=positive_int,
+        metavar="N",
         default=DEFAULT_MIN_CONSUMERS,
         help="fewest consumers in this worker's pool (default: %(default)s)",
     )
     worker.add_argument(
         "--max-consumers",
         type=positive_int,
+        metavar="N",
         default=DEFAULT_MAX_CONSUMERS,
         help="most consumers in this worker's pool: the events it handles at "
         "once, and its capacity in the fleet view's desired worker count "

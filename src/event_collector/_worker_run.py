@@ -16,7 +16,7 @@ from ._log import Logger, get_logger
 from ._models import QueueType
 from .collector import Collector
 from .exceptions import ConfigError
-from .queue import CollectorQueue
+from .queue import CollectorQueue, ShutDownQueue
 
 if TYPE_CHECKING:
     from .redis import RedisTransport
@@ -101,8 +101,15 @@ async def serve(
             )
         except ConfigError as exc:
             raise Refused(str(exc)) from None
+        ended = asyncio.Event()
+
+        async def on_shut_down(message: Any, pending: Any) -> None:
+            ended.set()
+
+        queue.get_message_bus().add_msg_handler(ShutDownQueue, on_shut_down)
         with _metrics_server(queue, transport.stream, options.prometheus_port) as port:
             stop = asyncio.ensure_future(signals.stop.wait())
+            gone = asyncio.ensure_future(ended.wait())
             hurry = asyncio.ensure_future(signals.hurry.wait())
             start = asyncio.ensure_future(queue.init_queue())
             try:
@@ -130,7 +137,15 @@ async def serve(
                     max_consumers=options.max_consumers,
                     **served,
                 )
-                await stop
+                await _first(stop, gone)
+                if not stop.done():
+                    # The application shut the queue down (a handler called
+                    # shut_down_queue()): nothing is left to run.
+                    log.info(
+                        "worker stopped: its queue shut down",
+                        consumer=transport.consumer,
+                    )
+                    return 0
                 shutdown = asyncio.ensure_future(queue.shut_down_queue())
                 await _first(shutdown, hurry)
                 if not shutdown.done():
@@ -144,7 +159,7 @@ async def serve(
                 else:
                     shutdown.result()
             finally:
-                for task in (stop, hurry, start):
+                for task in (stop, gone, hurry, start):
                     task.cancel()
     log.info("worker stopped", consumer=transport.consumer)
     return 0
