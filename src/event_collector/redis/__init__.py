@@ -5,15 +5,22 @@ Needs the ``redis`` extra (``pip install 'event-collector[redis]'``):
 redis-py's asyncio client and hiredis. See the scaling-out guide.
 """
 
+from ._acl import acl_rules
 from ._codec import Codec, JsonCodec, MsgpackCodec
+from ._fleet import FleetSnapshot, WorkerSnapshot, desired_workers, read_fleet
 from ._publisher import RedisPublisher
 from ._transport import FleetFigures, RedisTransport
 
 __all__ = [
     "Codec",
     "FleetFigures",
+    "FleetSnapshot",
     "JsonCodec",
     "MsgpackCodec",
     "RedisPublisher",
     "RedisTransport",
+    "WorkerSnapshot",
+    "acl_rules",
+    "desired_workers",
+    "read_fleet",
 ]
