@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.util
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -19,8 +21,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import wait_for
 from event_collector import Collector, CollectorQueue, Context, Payload
 from event_collector.prometheus import instrument
+from redis_server import RedisServer, redis_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -132,6 +136,95 @@ async def test_starlette_app_answers_503_once_the_queue_has_shut_down(
     assert after.json() == {"error": "shutting down"}
 
 
+def start_webhook_worker(url: str, stream: str, log: Path) -> subprocess.Popen[bytes]:
+    """``event-collector worker`` on the example's collectors, run from the
+    checkout as its docstring says; its output goes to ``log``."""
+    command = [
+        *(sys.executable, "-m", "event_collector", "worker"),
+        "examples.redis_webhook.collectors:collectors",
+        *("--redis", url, "--stream", stream),
+    ]
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def worker_ready(worker: subprocess.Popen[bytes], log: Path) -> bool:
+    """Whether the worker has said it takes events; fails if it exited."""
+    output = log.read_text(errors="replace")
+    assert worker.poll() is None, output
+    return "worker ready" in output
+
+
+@pytest.mark.slow
+async def test_redis_webhook_answers_with_the_workers_results(
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    stream = "webhooks"
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("WEBHOOK_STREAM", stream)
+    monkeypatch.syspath_prepend(str(ROOT))
+    app = importlib.import_module("examples.redis_webhook.app").app
+    log = tmp_path / "worker.log"
+    worker = start_webhook_worker(redis_server.url, stream, log)
+    try:
+        await wait_for(lambda: worker_ready(worker, log), guard=60, poll=0.05)
+        transport = httpx.ASGITransport(app=app)
+        # ASGITransport does not run the lifespan: enter it here.
+        async with (
+            asyncio.timeout(60),
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            ok = await client.post("/events", json={"order": 42, "items": 3})
+            assert ok.status_code == 200
+            answer = ok.json()
+            event_id = answer["event_id"]
+            assert re.fullmatch(r"\d+-\d+", event_id)
+            assert answer["results"] == {
+                "store": {
+                    "ok": True,
+                    "value": {"stored": {"order": 42, "items": 3}, "key": event_id},
+                },
+                "count": {"ok": True, "value": 2},
+            }
+
+            mixed = await client.post("/events", json=[1, 2])
+            assert mixed.status_code == 200
+            results = mixed.json()["results"]
+            assert results["store"]["value"]["stored"] == [1, 2]
+            assert results["count"] == {
+                "ok": False,
+                "error": "ValueError: expected a JSON object, got list",
+            }
+
+            bad = await client.post("/events", content=b"{not json")
+            assert bad.status_code == 400
+            # JSON that the codec does not carry is refused at send.
+            nan = await client.post("/events", content=b'{"x": NaN}')
+            assert nan.status_code == 422
+            assert "json codec refuses it" in nan.json()["error"]
+
+            many = await asyncio.gather(
+                *(client.post("/events", json={"n": n}) for n in range(50))
+            )
+            stored = [r.json()["results"]["store"]["value"]["stored"] for r in many]
+            assert stored == [{"n": n} for n in range(50)]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)
+    assert code == 0, log.read_text(errors="replace")
+    # Every answered entry was deleted with its acknowledgement.
+    assert redis_server.client().xlen(stream) == 0
+
+
 # What the README and the getting-started page say of the name on PyPI.
 PYPI_WARNING = "`pip install event-collector` installs the older 0.2.x package"
 
@@ -142,6 +235,7 @@ INSTALL_PAGES = [
     "docs/guide/cli.rst",
     "examples/README.md",
     "examples/starlette_app.py",
+    "examples/redis_webhook/app.py",
     "docs/index.rst",
     "docs/getting-started.rst",
     "docs/guide/prometheus.rst",
