@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "event_collector"
 OUTPUT = ROOT / "docs" / "_static" / "architecture.svg"
 
-LEFT_OUT = {"__main__", "cli", "demo", "_demo_output", "prometheus", "_compat", "types"}
-"""Modules not drawn: the command line, the demo, integrations, shims."""
+LEFT_OUT = {
+    *("__main__", "cli", "_cli_common", "_worker_cli", "_worker_run", "_top_cli"),
+    *("demo", "_demo_output"),
+    *("prometheus", "_prometheus_fleet", "_prometheus_registry"),
+    *("_compat", "types"),
+}
+"""Modules not drawn: the command line (``worker`` and ``top`` included), the
+demo, integrations, shims."""
 
 SEAM = {"transport", "transport.base", "transport.memory"}
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 150, 30, 18, 56, 20
