@@ -144,7 +144,9 @@ class Engine:
             default_priority=s.default_priority,
             clock=clock,
             loop_ref=lambda: self.life.loop,
-            join=self.pool.wait_idle,
+            # A broker's transport knows when what this process sent is
+            # answered; in memory that is when the pool is idle.
+            join=getattr(transport, "wait_answered", None) or self.pool.wait_idle,
         )
         """The queue's publisher."""
         background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [

@@ -300,8 +300,8 @@ class Payload(Generic[T]):
     def event_id(self) -> str:
         """The id of the event this payload was sent as: unique in the
         process for the in-memory transport, the stream entry's id on
-        Redis (the same on every delivery of the event); ``""`` for a
-        payload not sent yet."""
+        Redis (prefixed by the band's key on a priority queue; the same on
+        every delivery of the event); ``""`` for a payload not sent yet."""
         eid = self._eid
         if type(eid) is str:
             return eid

@@ -88,6 +88,14 @@ class Keys:
             return 0
         return bisect.bisect_left(self.bounds, priority)
 
+    def event_id(self, band: int, entry_id: str) -> str:
+        """The id an event is known by: its entry's id; on several bands
+        (priority), prefixed by the band's key, since two bands can hand out
+        the same entry id."""
+        if len(self.bands) == 1:
+            return entry_id
+        return f"{self.bands[band]}/{entry_id}"
+
     def reply(self, owner: str) -> str:
         """The reply stream of one publisher."""
         return f"{self.stream}:reply:{owner}"

@@ -45,11 +45,12 @@ class Delivered(CollectorEvent[Any]):
         *,
         band: int,
         entry_id: str,
+        event_id: str,
         reply_to: bytes,
         attempt: int,
     ) -> None:
         super().__init__(payload, 0, sent_at)
-        payload._eid = entry_id
+        payload._eid = event_id
         payload._attempt = attempt
         self.band = band
         self.entry_id = entry_id

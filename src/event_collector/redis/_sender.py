@@ -17,14 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import redis.exceptions as rexc
-
 from .._log import Logger
 from .._models import CollectorEvent
 from ..data import Error, Payload, ResultList
 from ..exceptions import EventCancelled, EventLost, QueueClosed, QueueFull
-from ._codec import payload_document, results_from_document
+from ._codec import payload_document
 from ._common import RETRYABLE, Backoff, Client, Config, ensure_group, stop_tasks
+from ._replies import Replies
 
 __all__ = ["Sender"]
 
@@ -59,7 +58,7 @@ class _Pending:
         self.future = future
 
 
-class Sender:
+class Sender(Replies):
     """Writes events to the work stream and resolves them from the reply
     stream (one per sender, expiring when its process is gone)."""
 
@@ -89,6 +88,7 @@ class Sender:
         self._epoch: bytes | None = None
         self._suspect = False  # a connection failed: check the epoch
         self._stopping = False
+        self._last = b"0-0"  # the last reply read
         self._full = False  # the last bounded add found the streams full
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,6 +145,18 @@ class Sender:
             if item.future is not None and not item.future.done():
                 item.future.set_exception(QueueClosed(reason))
             self._answer(item.event, Error(EventCancelled(reason)))
+        if self.waiting and self._client is not None:
+            # Answers already in the reply stream (a worker in this process
+            # acknowledged them as it stopped) are read before the rest is
+            # given up on.
+            with contextlib.suppress(*RETRYABLE, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    replies = await self._client.xread(
+                        {self.reply_key: self._last}, count=100_000
+                    )
+                    for _name, entries in replies or ():
+                        for _entry_id, fields in entries:
+                            self._resolve(fields)
         if answer_waiting:
             self._fail_waiting(
                 EventCancelled("the Redis publisher closed before the answer came")
@@ -293,17 +305,22 @@ class Sender:
                 args: list[Any] = [size]
                 for name, value in item.fields.items():
                     args += (name, value)
-                self._script(keys=[bands[item.band], *bands], args=args, client=pipe)
-        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+                await self._script(
+                    keys=[bands[item.band], *bands], args=args, client=pipe
+                )
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if len(replies) != len(batch):
+            raise RuntimeError(f"redis answered {len(replies)} of {len(batch)} writes")
+        return replies
 
     def _accepted(self, item: _Pending, entry_id: str) -> None:
         event = item.event
         payload = event.payload
-        payload._eid = entry_id
+        event_id = payload._eid = self._keys.event_id(item.band, entry_id)
         if not event.is_done():
-            early = self._early.pop(entry_id, None)
+            early = self._early.pop(event_id, None)
             if early is None:
-                self.waiting[entry_id] = event
+                self.waiting[event_id] = event
             else:
                 self._settle(event, early[1])
         if item.future is not None and not item.future.done():
@@ -347,88 +364,6 @@ class Sender:
             self._fail_waiting(
                 EventLost("Redis restarted without the event; it may not have run")
             )
-
-    # -- answers ---------------------------------------------------------------
-
-    async def _read(self) -> None:
-        assert self._reader_client is not None
-        client = self._reader_client
-        key = self.reply_key
-        ttl_ms = int(self._config.reply_ttl * 1000)
-        last = b"0-0"
-        done: list[bytes] = []
-        backoff = Backoff()
-        refresh_every = max(0.5, self._config.reply_ttl / 3)
-        refreshed = -refresh_every
-        while not self._stopping:
-            try:
-                pipe = client.pipeline(transaction=False)
-                if done:
-                    pipe.xdel(key, *done)
-                now = self._clock()
-                if now - refreshed >= refresh_every:
-                    pipe.pexpire(key, ttl_ms)
-                pipe.xread({key: last}, count=_BATCH, block=500)
-                replies = await pipe.execute()
-                if now - refreshed >= refresh_every:
-                    refreshed = now
-                done = []
-                backoff.reset()
-            except RETRYABLE as exc:
-                self._suspect = True
-                self._log.warning("redis reply read failed; retrying", error=str(exc))
-                await asyncio.sleep(backoff.next())
-                if self._suspect and self._client is not None:
-                    with contextlib.suppress(*RETRYABLE):
-                        await self._check_epoch()
-                continue
-            except rexc.ResponseError as exc:
-                self._log.error("redis refused the reply read", error=str(exc))
-                await asyncio.sleep(backoff.next())
-                continue
-            streams = replies[-1]
-            if not streams:
-                continue
-            for _name, entries in streams:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    done.append(entry_id)
-                    self._resolve(fields)
-            self._notify()
-
-    def _resolve(self, fields: dict[bytes, bytes]) -> None:
-        raw_id = fields.get(b"e")
-        if raw_id is None:
-            return
-        entry_id = raw_id.decode()
-        event = self.waiting.pop(entry_id, None)
-        if event is None:
-            # The answer came before the writer saw Redis accept the entry
-            # (both replies can arrive in one turn of the loop), or it is a
-            # duplicate: kept a while for the writer to find.
-            if self._queue_in_flight:
-                self._keep_early(entry_id, fields)
-            return
-        self._settle(event, fields)
-
-    def _keep_early(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
-        early = self._early
-        early[entry_id] = (self._clock(), fields)
-        if len(early) > 10_000:
-            horizon = self._clock() - 60.0
-            for key in [k for k, (at, _) in early.items() if at < horizon]:
-                del early[key]
-
-    def _settle(self, event: CollectorEvent[Any], fields: dict[bytes, bytes]) -> None:
-        decode = self._config.codec.decode
-        try:
-            results = results_from_document(decode(fields.get(b"a", b"")))
-        except Exception as exc:
-            results = ResultList(
-                (Error(ValueError(f"the reply could not be decoded: {exc}")),)
-            )
-        if event._set_answer(results):
-            event.finished_at = self._clock()
 
 
 def event_for(value: Any, priority: int, sent_at: float) -> CollectorEvent[Any]:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._config import is_finite
-from .._eventqueue import EventQueue
+from .._eventqueue import NOT_STARTED, EventQueue
 from .._log import GuardedLogger, Logger, get_logger
 from .._models import DEFAULT_PRIORITY, CollectorEvent, Metrics, QueueType
 from ..exceptions import ConfigError, QueueClosed
@@ -164,7 +164,7 @@ class RedisTransport:
         self._inbox: Inbox | None = None
         self._sender: Sender | None = None
         self._worker: Worker | None = None
-        self._closed: str | None = "the collector queue is not running"
+        self._closed: str | None = NOT_STARTED
         self._read_metrics: Callable[[], Metrics] | None = None
         self.consumer = consumer_name()
         """This process's name in the consumer group."""
@@ -246,7 +246,7 @@ class RedisTransport:
 
     def _running_sender(self) -> Sender:
         if self._closed is not None or self._sender is None:
-            raise QueueClosed(self._closed or "the collector queue is not running")
+            raise QueueClosed(self._closed or NOT_STARTED)
         return self._sender
 
     @property
@@ -324,6 +324,13 @@ class RedisTransport:
         if sender is not None:
             await sender.stop()
         self._worker = self._sender = None
+
+    async def wait_answered(self) -> None:
+        """Wait until every event this process sent is answered (what the
+        queue publisher's ``wait`` waits for on Redis)."""
+        sender = self._sender
+        if sender is not None:
+            await sender.wait_idle(None)
 
     def observe_metrics(self, read: Callable[[], Metrics]) -> None:
         """Called by the queue with a way to read its metrics: the worker

@@ -314,6 +314,7 @@ class Worker(Upkeep):
             self._clock(),
             band=band,
             entry_id=entry_id,
+            event_id=self._keys.event_id(band, entry_id),
             reply_to=fields.get(b"r", b""),
             attempt=attempt,
         )
@@ -383,7 +384,7 @@ class Worker(Upkeep):
                         if event.reply_to:
                             pipe.xadd(
                                 event.reply_to,
-                                {b"e": event.entry_id.encode(), b"a": item[2]},
+                                {b"e": event.payload.event_id.encode(), b"a": item[2]},
                                 maxlen=100_000,
                                 approximate=True,
                             )
