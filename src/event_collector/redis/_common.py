@@ -18,7 +18,9 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from .._models import DEFAULT_PRIORITY, QueueType
-from ._codec import Codec
+from ..data import Error, ResultList
+from ..exceptions import DeliveryExhausted
+from ._codec import Codec, answer_document
 
 __all__ = [
     "RETRYABLE",
@@ -26,7 +28,9 @@ __all__ = [
     "Client",
     "Config",
     "Keys",
+    "close_clients",
     "consumer_name",
+    "dead_letter_commands",
     "ensure_group",
     "is_nogroup",
     "server_version",
@@ -182,6 +186,13 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], *, grace: float) -> None:
             task.exception()  # retrieved: a failure was logged where it happened
 
 
+async def close_clients(*clients: Client | None) -> None:
+    """Close clients and their connection pools (``None`` is skipped)."""
+    for client in clients:
+        if client is not None:
+            await client.aclose()
+
+
 def consumer_name() -> str:
     """A name for this process in the consumer group: host, pid and a
     random part (a restarted process with the same pid is a new
@@ -222,3 +233,33 @@ async def server_version(client: Client) -> tuple[int, ...]:
         digits = "".join(ch for ch in part if ch.isdigit())
         parts.append(int(digits or 0))
     return tuple(parts)
+
+
+def dead_letter_commands(
+    pipe: Any, keys: Keys, codec: Codec, item: tuple[Any, ...], ttl_ms: int
+) -> None:
+    """Queue on ``pipe`` the moving of one entry to the dead-letter stream
+    (its fields, with why) and its answer to its publisher, if it waits."""
+    _, band, entry_id, fields, reason, attempts, last_error = item
+    dead = dict(fields)
+    dead[b"dead:reason"] = reason.encode()
+    dead[b"dead:attempts"] = str(attempts).encode()
+    dead[b"dead:entry"] = entry_id.encode()
+    dead[b"dead:stream"] = keys.bands[band].encode()
+    if last_error:
+        dead[b"dead:error"] = last_error.encode()
+    pipe.xadd(keys.dead, dead)
+    reply_to = fields.get(b"r")
+    if reply_to:
+        if attempts and reason.startswith("delivered"):
+            err: BaseException = DeliveryExhausted(attempts)
+        else:
+            err = ValueError(reason)
+        answer = codec.encode(answer_document(ResultList((Error(err),))))
+        pipe.xadd(
+            reply_to,
+            {b"e": keys.event_id(band, entry_id).encode(), b"a": answer},
+            maxlen=100_000,
+            approximate=True,
+        )
+        pipe.pexpire(reply_to, ttl_ms)

@@ -22,7 +22,15 @@ from .._models import CollectorEvent
 from ..data import Error, Payload, ResultList
 from ..exceptions import EventCancelled, EventLost, QueueClosed, QueueFull
 from ._codec import payload_document
-from ._common import RETRYABLE, Backoff, Client, Config, ensure_group, stop_tasks
+from ._common import (
+    RETRYABLE,
+    Backoff,
+    Client,
+    Config,
+    close_clients,
+    ensure_group,
+    stop_tasks,
+)
 from ._replies import Replies
 
 __all__ = ["Sender"]
@@ -114,6 +122,10 @@ class Sender(Replies):
             except RETRYABLE as exc:
                 self._log.warning("redis not reachable; retrying", error=str(exc))
                 await asyncio.sleep(backoff.next())
+            except BaseException:
+                # Refused (an ACL, a wrong password): nothing is left open.
+                await close_clients(self._client, self._reader_client)
+                raise
         if self._bounded is not None:
             self._script = client.register_script(self._bounded)
         self._closed = None
@@ -166,9 +178,7 @@ class Sender(Replies):
             with contextlib.suppress(*RETRYABLE):
                 async with asyncio.timeout(2.0):
                     await self._client.delete(self.reply_key)
-        for client in (self._client, self._reader_client):
-            if client is not None:
-                await client.aclose()
+        await close_clients(self._client, self._reader_client)
 
     # -- sending ---------------------------------------------------------------
 

@@ -26,9 +26,6 @@ import redis.exceptions as rexc
 
 from .._log import Logger
 from .._models import Metrics
-from ..data import Error, ResultList
-from ..exceptions import DeliveryExhausted
-from ._codec import answer_document
 from ._common import RETRYABLE, Backoff, Client, Config, Keys, is_nogroup
 from ._inbox import Inbox
 
@@ -375,29 +372,22 @@ class Upkeep:
             except RETRYABLE:
                 await self._nap(backoff.next())
 
-    def _queue_dead_letter(self, pipe: Any, item: tuple[Any, ...], ttl_ms: int) -> None:
-        _, band, entry_id, fields, reason, attempts, last_error = item
-        dead = dict(fields)
-        dead[b"dead:reason"] = reason.encode()
-        dead[b"dead:attempts"] = str(attempts).encode()
-        dead[b"dead:entry"] = entry_id.encode()
-        dead[b"dead:stream"] = self._keys.bands[band].encode()
-        if last_error:
-            dead[b"dead:error"] = last_error.encode()
-        pipe.xadd(self._keys.dead, dead)
-        reply_to = fields.get(b"r")
-        if reply_to:
-            if attempts and reason.startswith("delivered"):
-                err: BaseException = DeliveryExhausted(attempts)
-            else:
-                err = ValueError(reason)
-            answer = self._config.codec.encode(
-                answer_document(ResultList((Error(err),)))
+    async def _leave(self) -> None:
+        """Leave the group's consumer list if nothing is pending under this
+        name (a name with pending entries stays, for them to be
+        reclaimed), and the fleet's worker list."""
+        assert self._client is not None
+        keys = self._keys
+        pending = 0
+        for band in keys.bands:
+            summary = await self._client.xpending_range(
+                band, keys.group, "-", "+", 1, consumername=self.consumer
             )
-            pipe.xadd(
-                reply_to,
-                {b"e": self._keys.event_id(band, entry_id).encode(), b"a": answer},
-                maxlen=100_000,
-                approximate=True,
-            )
-            pipe.pexpire(reply_to, ttl_ms)
+            pending += len(summary)
+        if pending == 0:
+            for band in keys.bands:
+                await self._client.xgroup_delconsumer(band, keys.group, self.consumer)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrem(keys.workers, self.consumer)
+        pipe.delete(keys.worker(self.consumer))
+        await pipe.execute(raise_on_error=False)

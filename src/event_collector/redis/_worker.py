@@ -26,6 +26,8 @@ from ._common import (
     Backoff,
     Client,
     Config,
+    close_clients,
+    dead_letter_commands,
     ensure_group,
     is_nogroup,
     stop_tasks,
@@ -68,6 +70,7 @@ class Worker(Upkeep):
         self._handback: list[Delivered] = []
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self._giving_back: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
@@ -98,6 +101,9 @@ class Worker(Upkeep):
             except RETRYABLE as exc:
                 self._log.warning("redis not reachable; retrying", error=str(exc))
                 await asyncio.sleep(backoff.next())
+            except BaseException:
+                await close_clients(self._client, self._fetch_client)
+                raise
         self._heartbeat = threading.Thread(
             target=self._renew_leases,
             name="event-collector-redis-heartbeat",
@@ -112,10 +118,18 @@ class Worker(Upkeep):
         ]
 
     def close(self) -> None:
-        """Fetch nothing more."""
+        """Fetch nothing more, and give what no consumer started back to the
+        group at once, for the other workers."""
+        if self._stopping:
+            return
         self._stopping = True
         self._stop_event.set()
         self._inbox.demand.set()
+        self.hand_back()
+        if self._handback:
+            self._giving_back = asyncio.get_running_loop().create_task(
+                self._give_back(), name="event-collector-redis-hand-back"
+            )
 
     def hand_back(self) -> None:
         """Take back what no consumer started (it goes back to the group)."""
@@ -152,6 +166,8 @@ class Worker(Upkeep):
             await stop_tasks([ack], grace=0.5)
         self._heartbeat_stop.set()
         try:
+            if self._giving_back is not None:
+                await self._giving_back
             await self._give_back()
             await self._leave()
         except RETRYABLE as exc:
@@ -162,9 +178,7 @@ class Worker(Upkeep):
             )
         if self._heartbeat is not None:
             await asyncio.to_thread(self._heartbeat.join, 5.0)
-        for client in (self._client, self._fetch_client):
-            if client is not None:
-                await client.aclose()
+        await close_clients(self._client, self._fetch_client)
 
     async def _give_back(self) -> None:
         """Make the entries this process did not finish claimable at once:
@@ -173,9 +187,14 @@ class Worker(Upkeep):
         twice."""
         if not self._handback or self._client is None:
             return
+        events, self._handback = self._handback, []
+        for event in events:
+            # No longer renewed: if the give-back fails, the entries are
+            # reclaimed after visibility_timeout like a dead worker's.
+            self.held.pop(event.entry_id, None)
         pipe = self._client.pipeline(transaction=False)
         idle = int(self._config.visibility_timeout * 1000) * 10
-        for event in self._handback:
+        for event in events:
             attempts = event.payload.attempt - (0 if event.started_at else 1)
             pipe.xclaim(
                 self._keys.bands[event.band],
@@ -188,30 +207,7 @@ class Worker(Upkeep):
                 justid=True,
             )
         await pipe.execute(raise_on_error=False)
-        self._log.info("redis events handed back", events=len(self._handback))
-        for event in self._handback:
-            self.held.pop(event.entry_id, None)
-        self._handback = []
-
-    async def _leave(self) -> None:
-        """Leave the group's consumer list if nothing is pending under this
-        name (a name with pending entries stays, for them to be
-        reclaimed), and the fleet's worker list."""
-        assert self._client is not None
-        keys = self._keys
-        pending = 0
-        for band in keys.bands:
-            summary = await self._client.xpending_range(
-                band, keys.group, "-", "+", 1, consumername=self.consumer
-            )
-            pending += len(summary)
-        if pending == 0:
-            for band in keys.bands:
-                await self._client.xgroup_delconsumer(band, keys.group, self.consumer)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zrem(keys.workers, self.consumer)
-        pipe.delete(keys.worker(self.consumer))
-        await pipe.execute(raise_on_error=False)
+        self._log.info("redis events handed back", events=len(events))
 
     # -- fetching --------------------------------------------------------------
 
@@ -391,7 +387,9 @@ class Worker(Upkeep):
                             pipe.pexpire(event.reply_to, ttl_ms)
                         by_band.setdefault(event.band, []).append(event.entry_id)
                     else:
-                        self._queue_dead_letter(pipe, item, ttl_ms)
+                        dead_letter_commands(
+                            pipe, self._keys, self._config.codec, item, ttl_ms
+                        )
                         by_band.setdefault(item[1], []).append(item[2])
                 for band, ids in by_band.items():
                     pipe.xack(keys.bands[band], group, *ids)
