@@ -78,6 +78,12 @@ class RedisTransport:
         third of ``visibility_timeout``, at most one second.
     :param client_options: more keyword arguments for
         ``redis.asyncio.Redis.from_url`` (``ssl_ca_certs``, say).
+    :param logger: where the transport logs (a structlog logger); the
+        ``event_collector`` logger by default.
+
+    Starting waits for Redis (retrying with backoff, logging each failure)
+    rather than failing while it is unreachable; a refusal (a missing ACL
+    right, a wrong password) is raised at once.
     """
 
     def __init__(
