@@ -233,8 +233,8 @@ async def fleet(
     redis_server: RedisServer,  # noqa: F811
 ) -> AsyncIterator[tuple[Gate, list[RedisTransport]]]:
     """Two worker queues on stream ``t``, two consumers each, all held by one
-    gate; the first reports its pool's limits (as the worker command does),
-    the second does not."""
+    gate; the first reports its pool's limits (as every queue does), the
+    second does not."""
     gate = Gate()
     transports = [RedisTransport(redis_server.url, stream="t") for _ in range(2)]
     queues = [
@@ -249,9 +249,11 @@ async def fleet(
     ]
     for queue in queues:
         await queue.init_queue()
-    worker = transports[0]._worker
+    # A queue hands its pool's limits to its transport; the second worker
+    # forgets them, to show how a worker that reports none is drawn.
+    worker = transports[1]._worker
     assert worker is not None
-    worker.pool_limits = (1, 2)
+    worker.pool_limits = None
     try:
         yield gate, transports
     finally:

@@ -172,7 +172,10 @@ class Engine:
         # the fleet view) reads them here; the seam itself needs none.
         observe = getattr(transport, "observe_metrics", None)
         if callable(observe):
-            observe(lambda: self.measurement.snapshot(update=False))
+            observe(
+                lambda: self.measurement.snapshot(update=False),
+                limits=(self._initial_consumers(), s.max_consumers),
+            )
 
     def _initial_consumers(self) -> int:
         s = self._settings

@@ -123,9 +123,6 @@ async def serve(
                     log.info("worker stopped before it was ready")
                     return 0
                 start.result()
-                _report_pool_limits(
-                    transport, options.min_consumers, options.max_consumers
-                )
                 served = {} if port is None else {"metrics_port": port}
                 log.info(
                     "worker ready",
@@ -163,15 +160,6 @@ async def serve(
                     task.cancel()
     log.info("worker stopped", consumer=transport.consumer)
     return 0
-
-
-def _report_pool_limits(transport: RedisTransport, low: int, high: int) -> None:
-    # The worker reports its figures to the fleet view; its pool's limits are
-    # the queue's, which the transport is not given, so they are handed to
-    # its running worker here.
-    worker = transport._worker
-    if worker is not None:
-        worker.pool_limits = (low, high)
 
 
 @contextlib.contextmanager

@@ -172,6 +172,7 @@ class RedisTransport:
         self._worker: Worker | None = None
         self._closed: str | None = NOT_STARTED
         self._read_metrics: Callable[[], Metrics] | None = None
+        self._pool_limits: tuple[int, int] | None = None
         self.consumer = consumer_name()
         """This process's name in the consumer group."""
 
@@ -295,6 +296,7 @@ class RedisTransport:
             await sender.stop()
             raise
         worker.metrics = self._read_metrics
+        worker.pool_limits = self._pool_limits
         self._sender, self._worker = sender, worker
         self._inbox.open()
         self._closed = None
@@ -338,12 +340,17 @@ class RedisTransport:
         if sender is not None:
             await sender.wait_idle(None)
 
-    def observe_metrics(self, read: Callable[[], Metrics]) -> None:
-        """Called by the queue with a way to read its metrics: the worker
-        reports them to the fleet view (``event-collector top``)."""
+    def observe_metrics(
+        self, read: Callable[[], Metrics], *, limits: tuple[int, int] | None = None
+    ) -> None:
+        """Called by the queue with a way to read its metrics and its pool's
+        ``(min, max)`` consumers: the worker reports them to the fleet view
+        (``event-collector top``, the desired-worker count)."""
         self._read_metrics = read
+        self._pool_limits = limits
         if self._worker is not None:
             self._worker.metrics = read
+            self._worker.pool_limits = limits
 
     def fleet(self) -> FleetFigures:
         """What this worker last counted of the stream and the fleet."""

@@ -84,9 +84,9 @@ class Upkeep:
     """The queue's metrics, when a queue runs on this worker."""
 
     pool_limits: tuple[int, int] | None = None
-    """The queue's ``(min_consumers, max_consumers)``, when whoever runs it
-    says (``event-collector worker`` does): the fleet view takes a worker's
-    capacity from it."""
+    """The queue's ``(min_consumers, max_consumers)``, given by the queue
+    that runs on the worker: the fleet view takes a worker's capacity from
+    it."""
 
     def _queue_figures(self) -> dict[str, str | int | float]:
         """The queue's figures for the fleet view: consumers, busy, queued,
