@@ -31,7 +31,7 @@ from event_collector import (
     RemoteError,
     ResultList,
 )
-from event_collector.redis import RedisPublisher, RedisTransport
+from event_collector.redis import MsgpackCodec, RedisPublisher, RedisTransport
 from redis_server import RedisServer, redis_server_module  # noqa: F401
 
 GUARD = 20.0
@@ -119,7 +119,8 @@ async def test_the_handler_sees_the_event_id_and_attempt(
     assert result.value == {"value": 7, "id": event.payload.event_id, "attempt": 1}
     # The id is the stream entry's: milliseconds, a dash, a sequence number.
     ms, _, seq = event.payload.event_id.partition("-")
-    assert ms.isdigit() and seq.isdigit()
+    assert ms.isdigit()
+    assert seq.isdigit()
 
 
 async def test_a_workers_own_publisher_goes_through_redis(
@@ -170,10 +171,12 @@ async def test_a_handler_exception_is_a_remote_error_naming_its_class(
         own = await publisher.send("decline")
         (b,) = await builtin.wait(timeout=GUARD)
         (o,) = await own.wait(timeout=GUARD)
-    assert isinstance(b, Error) and isinstance(b.err, RemoteError)
+    assert isinstance(b, Error)
+    assert isinstance(b.err, RemoteError)
     assert b.err.type == "ValueError"
     assert str(b.err) == "bad value"
-    assert isinstance(o, Error) and isinstance(o.err, RemoteError)
+    assert isinstance(o, Error)
+    assert isinstance(o.err, RemoteError)
     assert o.err.type == f"{__name__}.Declined"
     assert str(o.err) == "not today"
 
@@ -407,3 +410,39 @@ async def test_a_worker_leaves_the_group_when_it_holds_nothing(
         assert name in _names_of(client, stream)
     assert name not in _names_of(client, stream)
     assert client.zscore(f"{stream}:workers", name) is None
+
+
+# -- codecs ----------------------------------------------------------------------
+
+
+async def test_msgpack_carries_bytes_both_ways(url: str, stream: str) -> None:
+    async def double(payload: Payload[Any], ctx: Context) -> bytes:
+        value: bytes = payload.value
+        return value * 2
+
+    options = {"codec": MsgpackCodec()}
+    async with (
+        worker(url, stream, Collector("double", double), **options),
+        transport(url, stream, **options).publisher() as pub,
+    ):
+        event = await pub.send(b"\x00ab")
+        assert await event.wait(timeout=GUARD) == [Ok(b"\x00ab\x00ab")]
+
+
+async def test_an_entry_of_another_codec_is_dead_lettered_with_the_reason(
+    url: str,
+    stream: str,
+    redis_server_module: RedisServer,  # noqa: F811
+) -> None:
+    async with (
+        worker(url, stream),
+        transport(url, stream, codec=MsgpackCodec()).publisher() as pub,
+    ):
+        event = await pub.send(1)
+        (result,) = await event.wait(timeout=GUARD)
+    assert isinstance(result, Error)
+    assert "'msgpack' codec" in str(result.err)
+    client: Any = redis_server_module.client()
+    ((_, fields),) = client.xrange(f"{stream}:dead")
+    reason = fields[b"dead:reason"].decode()
+    assert "written with the 'msgpack' codec, read with 'json'" in reason

@@ -20,7 +20,7 @@ import redis.exceptions as rexc
 from .._models import DEFAULT_PRIORITY, QueueType
 from ..data import Error, ResultList
 from ..exceptions import DeliveryExhausted
-from ._codec import Codec, answer_document
+from ._codec import Codec, JsonCodec, answer_document
 
 __all__ = [
     "RETRYABLE",
@@ -235,6 +235,9 @@ async def server_version(client: Client) -> tuple[int, ...]:
     return tuple(parts)
 
 
+_JSON = JsonCodec()
+
+
 def dead_letter_commands(
     pipe: Any, keys: Keys, codec: Codec, item: tuple[Any, ...], ttl_ms: int
 ) -> None:
@@ -255,10 +258,16 @@ def dead_letter_commands(
             err: BaseException = DeliveryExhausted(attempts)
         else:
             err = ValueError(reason)
-        answer = codec.encode(answer_document(ResultList((Error(err),))))
+        # In JSON, which every publisher reads: the entry may have been
+        # written with a codec this worker does not read.
+        answer = _JSON.encode(answer_document(ResultList((Error(err),))))
         pipe.xadd(
             reply_to,
-            {b"e": keys.event_id(band, entry_id).encode(), b"a": answer},
+            {
+                b"e": keys.event_id(band, entry_id).encode(),
+                b"a": answer,
+                b"c": b"json",
+            },
             maxlen=100_000,
             approximate=True,
         )

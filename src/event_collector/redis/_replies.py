@@ -14,12 +14,13 @@ import redis.exceptions as rexc
 from .._log import Logger
 from .._models import CollectorEvent
 from ..data import Error, ResultList
-from ._codec import results_from_document
+from ._codec import JsonCodec, results_from_document
 from ._common import RETRYABLE, Backoff, Client, Config
 
 __all__ = ["Replies"]
 
 _BATCH = 500  # replies per read, at most
+_JSON = JsonCodec()
 
 
 class Replies:
@@ -115,7 +116,13 @@ class Replies:
                 del early[key]
 
     def _settle(self, event: CollectorEvent[Any], fields: dict[bytes, bytes]) -> None:
+        # A worker answers in the codec it read the entry with; one that
+        # could not read it (another codec) answers in JSON, which every
+        # publisher reads.
+        codec = fields.get(b"c")
         decode = self._config.codec.decode
+        if codec == b"json" and self._config.codec.name != "json":
+            decode = _JSON.decode
         try:
             results = results_from_document(decode(fields.get(b"a", b"")))
         except Exception as exc:

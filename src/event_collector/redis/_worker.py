@@ -380,7 +380,11 @@ class Worker(Upkeep):
                         if event.reply_to:
                             pipe.xadd(
                                 event.reply_to,
-                                {b"e": event.payload.event_id.encode(), b"a": item[2]},
+                                {
+                                    b"e": event.payload.event_id.encode(),
+                                    b"a": item[2],
+                                    b"c": self._codec_name,
+                                },
                                 maxlen=100_000,
                                 approximate=True,
                             )
