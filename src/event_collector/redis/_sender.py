@@ -36,6 +36,7 @@ from ._replies import Replies
 __all__ = ["Sender"]
 
 _BATCH = 500  # entries per pipelined round trip, at most
+_EPOCH_EVERY = 1.0  # seconds between epoch checks while events only wait
 
 # Adds one entry unless the work streams (undelivered + pending: acknowledged
 # entries are deleted) already hold ARGV[1] entries. KEYS[1] is the band to
@@ -260,15 +261,29 @@ class Sender(Replies):
                     if self._stopping:
                         return
                     self._wake.clear()
-                    await self._wake.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_EPOCH_EVERY):
+                            await self._wake.wait()
+                    if self.waiting and not self._wake.is_set():
+                        # Nothing to write, events waiting: a Redis that
+                        # restarted empty must not leave them waiting for
+                        # ever, even if no read failed (redis-py may have
+                        # reconnected without a word).
+                        with contextlib.suppress(*RETRYABLE):
+                            await self._check_epoch()
                 for _ in range(min(_BATCH, len(self._queue))):
                     batch.append(self._queue.popleft())
             try:
-                if self._suspect:
-                    await self._check_epoch()
                 self._queue_in_flight = len(batch)
                 try:
-                    ids = await self._add(batch)
+                    epoch, ids = await self._add(batch)
+                    # Before the batch waits: what waited before a loss is
+                    # lost, the batch itself is on the new server. The batch
+                    # is written: a failure here must not write it again.
+                    try:
+                        await self._observe_epoch(epoch)
+                    except RETRYABLE:
+                        self._suspect = True
                 finally:
                     self._queue_in_flight = 0
                 backoff.reset()
@@ -302,10 +317,13 @@ class Sender(Replies):
                 await asyncio.sleep(0.02)  # wait for room
             self._notify()
 
-    async def _add(self, batch: list[_Pending]) -> list[Any]:
+    async def _add(self, batch: list[_Pending]) -> tuple[bytes | None, list[Any]]:
+        """Write a batch; return the epoch read just before it (on the same
+        connection) and the entry ids or errors."""
         assert self._client is not None
         bands = self._keys.bands
         pipe = self._client.pipeline(transaction=False)
+        pipe.get(self._keys.epoch)
         if self._script is None:
             for item in batch:
                 pipe.xadd(bands[item.band], item.fields)
@@ -318,10 +336,12 @@ class Sender(Replies):
                 await self._script(
                     keys=[bands[item.band], *bands], args=args, client=pipe
                 )
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        epoch, *replies = await pipe.execute(raise_on_error=False)
         if len(replies) != len(batch):
             raise RuntimeError(f"redis answered {len(replies)} of {len(batch)} writes")
-        return replies
+        if isinstance(epoch, Exception):
+            raise epoch
+        return epoch, replies
 
     def _accepted(self, item: _Pending, entry_id: str) -> None:
         event = item.event
@@ -354,11 +374,16 @@ class Sender(Replies):
         self._notify()
 
     async def _check_epoch(self) -> None:
-        """After a lost connection: if Redis came back without the group
-        (restarted empty), the events it had accepted are gone: answer
-        them ``Error(EventLost)`` instead of letting them wait forever."""
+        """Read the epoch now (see :meth:`_observe_epoch`)."""
         assert self._client is not None
-        epoch = await self._client.get(self._keys.epoch)
+        await self._observe_epoch(await self._client.get(self._keys.epoch))
+
+    async def _observe_epoch(self, epoch: bytes | None) -> None:
+        """If Redis came back without the group (restarted empty), the
+        events it had accepted are gone: answer them ``Error(EventLost)``
+        instead of letting them wait for ever. ``epoch`` was read from the
+        server; ``None`` when it has none (the group is made again)."""
+        assert self._client is not None
         if epoch is None:
             await ensure_group(self._client, self._keys)
             epoch = await self._client.get(self._keys.epoch)

@@ -26,7 +26,15 @@ import redis.exceptions as rexc
 
 from .._log import Logger
 from .._models import Metrics
-from ._common import RETRYABLE, Backoff, Client, Config, Keys, is_nogroup
+from ._common import (
+    RETRYABLE,
+    Backoff,
+    Client,
+    Config,
+    Keys,
+    ensure_group,
+    is_nogroup,
+)
 from ._inbox import Inbox
 
 __all__ = ["Upkeep"]
@@ -45,6 +53,8 @@ class Upkeep:
     _stop_event: asyncio.Event
     _heartbeat_stop: threading.Event
     _suspects: dict[int, dict[str, float]]
+    _epoch: bytes | None = None
+    """The group's epoch token as this worker last read it."""
     consumer: str
     held: dict[str, int]
     handled: int
@@ -338,6 +348,7 @@ class Upkeep:
             try:
                 now_ms = int(time.time() * 1000)
                 pipe = client.pipeline(transaction=False)
+                pipe.get(keys.epoch)
                 for band in keys.bands:
                     pipe.xlen(band)
                     pipe.xpending(band, keys.group)
@@ -357,7 +368,8 @@ class Upkeep:
                 pipe.zadd(keys.workers, {self.consumer: now_ms})
                 pipe.zremrangebyscore(keys.workers, "-inf", now_ms - expiry_ms)
                 pipe.zcard(keys.workers)
-                replies = await pipe.execute(raise_on_error=False)
+                epoch, *replies = await pipe.execute(raise_on_error=False)
+                await self._watch_epoch(epoch)
                 waiting = 0
                 for i in range(len(keys.bands)):
                     length, summary = replies[2 * i], replies[2 * i + 1]
@@ -371,6 +383,31 @@ class Upkeep:
                 await self._nap(interval)
             except RETRYABLE:
                 await self._nap(backoff.next())
+
+    async def _watch_epoch(self, epoch: Any) -> None:
+        """Notice that Redis lost the group (it restarted empty, or failed
+        over to an empty replica): the epoch token changed, or is gone and
+        the group with it (made again here). A connection that redis-py
+        re-opened on its own says nothing of it, so this is read every
+        count, not only after an error."""
+        if isinstance(epoch, Exception):
+            return
+        if epoch is None:
+            assert self._client is not None
+            await ensure_group(self._client, self._keys)
+            epoch = await self._client.get(self._keys.epoch)
+        if self._epoch is None:
+            self._epoch = epoch  # the first look
+        elif epoch != self._epoch:
+            self._epoch = epoch
+            self._log.error(
+                "redis lost the consumer group (it restarted empty?) and it was "
+                "recreated: the events it held are lost; the answers of those "
+                "this worker holds reach no one who waits",
+                stream=self._keys.stream,
+                group=self._keys.group,
+                held=len(self.held),
+            )
 
     async def _leave(self) -> None:
         """Leave the group's consumer list if nothing is pending under this
