@@ -61,6 +61,24 @@ MEDIAN_KEYS = {
         "library_p99_ms",
         "p99_extra_ms",
     },
+    # Quick sizes: the peers (taskiq-redis, arq) are measured in full runs
+    # only, from virtual environments of their own.
+    "redis": {
+        "floor_events_per_s",
+        "library_events_per_s",
+        "ratio",
+        "floor_p50_ms",
+        "library_p50_ms",
+        "half_load_events_per_s",
+        "floor_half_p50_ms",
+        "library_half_p50_ms",
+        "half_p50_extra_ms",
+        "library_1w_events_per_s",
+        "library_2w_events_per_s",
+        "library_4w_events_per_s",
+        "peers_measured",
+        "redis_version",
+    },
 }
 
 

@@ -270,20 +270,6 @@ class Worker(Upkeep):
         index = {name: i for i, name in enumerate(bands)}
         return [(index[name.decode()], entries) for name, entries in reply or ()]
 
-    async def _recreate_group(self) -> None:
-        assert self._client is not None
-        try:
-            created = await ensure_group(self._client, self._keys)
-        except RETRYABLE:
-            return
-        if created:
-            self._log.error(
-                "redis lost the consumer group (it restarted empty?); recreated "
-                "it: events pending before are lost",
-                stream=self._keys.stream,
-                group=self._keys.group,
-            )
-
     def _deliver(
         self, band: int, entry_id: str, fields: dict[bytes, bytes], attempt: int
     ) -> None:
@@ -374,6 +360,7 @@ class Worker(Upkeep):
             while True:
                 pipe = self._client.pipeline(transaction=True)
                 by_band: dict[int, list[str]] = {}
+                replied: set[bytes] = set()
                 for item in batch:
                     if item[0] == "ack":
                         event: Delivered = item[1]
@@ -388,13 +375,15 @@ class Worker(Upkeep):
                                 maxlen=100_000,
                                 approximate=True,
                             )
-                            pipe.pexpire(event.reply_to, ttl_ms)
+                            replied.add(event.reply_to)
                         by_band.setdefault(event.band, []).append(event.entry_id)
                     else:
                         dead_letter_commands(
                             pipe, self._keys, self._config.codec, item, ttl_ms
                         )
                         by_band.setdefault(item[1], []).append(item[2])
+                for reply_to in replied:  # once per publisher and batch
+                    pipe.pexpire(reply_to, ttl_ms)
                 for band, ids in by_band.items():
                     pipe.xack(keys.bands[band], group, *ids)
                     pipe.xdel(keys.bands[band], *ids)
