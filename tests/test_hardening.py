@@ -850,6 +850,7 @@ def test_names_without_a_delivery_mode_mean_that_mode(
 def test_contradicting_routing_arguments_raise(kwargs: dict[str, Any]) -> None:
     from event_collector import Delivery
 
+    kwargs = dict(kwargs)  # the parameters are shared by every transport's run
     if "delivery" in kwargs:
         kwargs["delivery"] = Delivery[kwargs["delivery"]]
     with pytest.raises(ValueError, match="Payload"):
