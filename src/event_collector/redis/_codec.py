@@ -81,7 +81,7 @@ class MsgpackCodec:
 
     def __init__(self) -> None:
         try:
-            import msgpack  # type: ignore[import-not-found,unused-ignore]
+            import msgpack  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the venv
             raise ImportError(
                 "MsgpackCodec needs the msgpack package: pip install msgpack"
