@@ -164,6 +164,7 @@ class Upkeep(Report):
                         pending,
                         now,
                         idle_ms,
+                        early_ms,
                         confirm if trusted else None,
                     )
                 if time.monotonic() - last_sweep > max(30.0, config.visibility_timeout):
@@ -203,6 +204,7 @@ class Upkeep(Report):
         pending: list[Any],
         now: float,
         idle_ms: int,
+        early_ms: int,
         confirm: float | None,
     ) -> None:
         """Claim what one look at one band shows ready; ``confirm`` is None
@@ -213,18 +215,29 @@ class Upkeep(Report):
         suspects = {} if confirm is None else self._suspects.get(band_index, {})
         seen: dict[str, float] = {}
         ready: list[tuple[str, int]] = []
+        orphans: list[tuple[str, int]] = []
+        me = self.consumer.encode()
         for entry in pending:
             entry_id = entry["message_id"].decode()
             if entry_id in self.held:
                 continue  # ours: the heartbeat has not run yet
             first = seen[entry_id] = suspects.get(entry_id, now)
-            if (
-                confirm is not None
-                and now - first >= confirm
-                and int(entry["time_since_delivered"]) >= idle_ms
+            if confirm is None:
+                continue
+            if entry["consumer"] == me:
+                # Delivered to this worker, which never read it: its read
+                # timed out while Redis was frozen, and Redis ran it when it
+                # woke. Seen at two looks, so not the reply of a fetch in
+                # flight.
+                if now > first and not self._stopping:
+                    orphans.append((entry_id, int(entry["times_delivered"])))
+            elif (
+                now - first >= confirm and int(entry["time_since_delivered"]) >= idle_ms
             ):
                 ready.append((entry_id, int(entry["times_delivered"])))
         self._suspects[band_index] = seen
+        if orphans:
+            await self._recover(client, band_index, orphans, early_ms, seen)
         if not ready:
             return
         # Reclaimed entries go before new ones: some are taken even when no
@@ -266,6 +279,44 @@ class Upkeep(Report):
                         attempt=attempts + 1,
                     )
                     self._deliver(band_index, entry_id, fields, attempts + 1)
+
+    async def _recover(
+        self,
+        client: Client,
+        band_index: int,
+        orphans: list[tuple[str, int]],
+        min_idle_ms: int,
+        seen: dict[str, float],
+    ) -> None:
+        """Take back entries delivered to this worker whose delivery it never
+        received, at once and as the attempt they were counted as, rather
+        than let another worker redeliver them after visibility_timeout.
+        The minimum idle time keeps an entry another worker took since."""
+        band = self._keys.bands[band_index]
+        by_count: dict[int, list[str]] = {}
+        for entry_id, count in orphans:
+            by_count.setdefault(count, []).append(entry_id)
+        for count, ids in by_count.items():
+            claimed = await client.xclaim(
+                band,
+                self._keys.group,
+                self.consumer,
+                min_idle_ms,
+                ids,
+                retrycount=count,
+            )
+            for entry_id_raw, fields in claimed:
+                entry_id = entry_id_raw.decode()
+                seen.pop(entry_id, None)
+                if fields is None:
+                    continue  # the entry was deleted
+                self._log.info(
+                    "redis event recovered: it was delivered to this worker "
+                    "while its read failed",
+                    entry_id=entry_id,
+                    attempt=count,
+                )
+                self._deliver(band_index, entry_id, fields, max(1, count))
 
     async def _sweep_consumers(self, client: Client) -> None:
         """Remove from the group the names of workers long gone that hold
