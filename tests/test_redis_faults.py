@@ -833,6 +833,21 @@ async def test_malformed_entries_oversize_and_acl(
                 with pytest.raises(QueueClosed, match=r"no permissions.*xadd"):
                     await restricted.send({"n": 2})
 
+            # No password that works, no rights at all: refused at once, by
+            # the publisher and by a worker (which exits), not retried.
+            wrong = url.replace(":secret@", ":wrong@")
+            nobody = redis_server.acl_user("nobody", "secret", [])
+            with pytest.raises(redis.AuthenticationError, match="password"):
+                async with asyncio.timeout(10), publisher(wrong):
+                    pass
+            with pytest.raises(redis.ResponseError, match="no permissions"):
+                async with asyncio.timeout(10), publisher(nobody):
+                    pass
+            for refused, why in ((wrong, "password"), (nobody, "no permissions")):
+                worker = fleet.spawn("worker", url=refused)
+                assert await fleet.wait_exit(worker, guard=20) != 0
+                assert why in worker.log_text()
+
             # The workers went on.
             after = await pump(
                 sender,

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import redis.exceptions as rexc
+
 from .._log import Logger
 from .._models import CollectorEvent
 from ..data import Error, Payload, ResultList
@@ -120,6 +122,11 @@ class Sender(Replies):
                 await ensure_group(client, self._keys)
                 self._epoch = await client.get(self._keys.epoch)
                 break
+            except rexc.AuthenticationError:
+                # A connection error to redis-py, but no retry will mend a
+                # wrong password: say so now instead of retrying for ever.
+                await close_clients(self._client, self._reader_client)
+                raise
             except RETRYABLE as exc:
                 self._log.warning("redis not reachable; retrying", error=str(exc))
                 await asyncio.sleep(backoff.next())

@@ -98,6 +98,11 @@ class Worker(Upkeep):
             try:
                 await ensure_group(self._client, self._keys)
                 break
+            except rexc.AuthenticationError:
+                # A connection error to redis-py, but no retry will mend a
+                # wrong password: say so now instead of retrying for ever.
+                await close_clients(self._client, self._fetch_client)
+                raise
             except RETRYABLE as exc:
                 self._log.warning("redis not reachable; retrying", error=str(exc))
                 await asyncio.sleep(backoff.next())
