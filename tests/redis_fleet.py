@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,9 +222,3 @@ def pending_of(client: Any, stream: str, group: str, consumer: str) -> list[str]
     """The entry ids the group's pending list holds under ``consumer``."""
     rows = client.xpending_range(stream, group, "-", "+", 10_000, consumername=consumer)
     return [row["message_id"].decode() for row in rows]
-
-
-def first_after(calls: Iterable[Call], at: float, phase: str = "start") -> Call | None:
-    """The first call of ``phase`` after time ``at``."""
-    later = [c for c in calls if c.phase == phase and c.at > at]
-    return min(later, key=lambda c: c.at) if later else None
