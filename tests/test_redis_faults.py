@@ -540,6 +540,7 @@ async def test_long_and_blocking_handlers_keep_their_lease(
     workers' events."""
     vt = 1.0
     fleet = Fleet(fleet_dir, redis_server.url, stream=STREAM, visibility_timeout=vt)
+    admin: Any = redis_server.client()
     async with running(fleet):
         await fleet.start_many(2)
         async with publisher(redis_server.url, visibility_timeout=vt) as sender:
@@ -553,12 +554,17 @@ async def test_long_and_blocking_handlers_keep_their_lease(
             )
             answers = [await e.wait(timeout=vt * 10 + 20) for e in events]
             took = time.monotonic() - started
+        # SIGTERM: each shuts its queue down, leaves the group, exits 0.
+        exits = await asyncio.gather(*(fleet.terminate(w) for w in fleet.alive()))
+        consumers = admin.xinfo_consumers(STREAM, GROUP)
     calls = fleet.ledger.calls()
     report(
         "long-handlers",
         seconds=round(took, 1),
         attempts=sorted({c.attempt for c in calls}),
     )
+    assert exits == [0, 0]
+    assert consumers == []
     for n, answer in enumerate(answers):
         assert isinstance(answer[0], Ok), answer
         assert answer[0].value["n"] == n
