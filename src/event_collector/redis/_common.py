@@ -219,9 +219,16 @@ async def ensure_group(client: Client, keys: Keys) -> bool:
                 raise
     if created:
         await client.set(keys.epoch, secrets.token_hex(8))
-    else:
-        await client.set(keys.epoch, secrets.token_hex(8), nx=True)
-    return created
+        return True
+    # The group was there. Its creator sets the epoch just after creating
+    # it: give it a moment before setting one here, so that two processes
+    # starting together do not read two different tokens.
+    for _ in range(20):
+        if await client.get(keys.epoch) is not None:
+            return False
+        await asyncio.sleep(0.05)
+    await client.set(keys.epoch, secrets.token_hex(8), nx=True)
+    return False
 
 
 async def server_version(client: Client) -> tuple[int, ...]:

@@ -47,6 +47,9 @@ class Report:
         except RETRYABLE:
             return
         if created:
+            # Known now: the epoch check must not report the same loss again.
+            with contextlib.suppress(*RETRYABLE):
+                self._epoch = await self._client.get(self._keys.epoch)
             self._log.error(
                 "redis lost the consumer group (it restarted empty?); recreated "
                 "it: events pending before are lost",
