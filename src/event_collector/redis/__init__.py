@@ -9,11 +9,10 @@ from ._acl import acl_rules
 from ._codec import Codec, JsonCodec, MsgpackCodec
 from ._fleet import FleetSnapshot, WorkerSnapshot, desired_workers, read_fleet
 from ._publisher import RedisPublisher
-from ._transport import FleetFigures, RedisTransport
+from ._transport import RedisTransport
 
 __all__ = [
     "Codec",
-    "FleetFigures",
     "FleetSnapshot",
     "JsonCodec",
     "MsgpackCodec",

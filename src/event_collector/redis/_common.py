@@ -33,7 +33,6 @@ __all__ = [
     "dead_letter_commands",
     "ensure_group",
     "is_nogroup",
-    "server_version",
     "stop_tasks",
 ]
 
@@ -229,17 +228,6 @@ async def ensure_group(client: Client, keys: Keys) -> bool:
         await asyncio.sleep(0.05)
     await client.set(keys.epoch, secrets.token_hex(8), nx=True)
     return False
-
-
-async def server_version(client: Client) -> tuple[int, ...]:
-    """The Redis server's version, as numbers (``(7, 0, 15)``)."""
-    info = await client.info("server")
-    text = str(info.get("redis_version", "0"))
-    parts = []
-    for part in text.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
 
 
 _JSON = JsonCodec()

@@ -19,7 +19,7 @@ from ._publisher import RedisPublisher
 from ._sender import Sender
 from ._worker import Worker
 
-__all__ = ["FleetFigures", "RedisTransport"]
+__all__ = ["RedisTransport"]
 
 
 def _positive(name: str, value: Any, *, integer: bool = False) -> None:
@@ -352,13 +352,6 @@ class RedisTransport:
             self._worker.metrics = read
             self._worker.pool_limits = limits
 
-    def fleet(self) -> FleetFigures:
-        """What this worker last counted of the stream and the fleet."""
-        worker = self._worker
-        if worker is None:
-            return FleetFigures(0, 0, 1)
-        return FleetFigures(worker.remote_backlog, len(worker.held), worker.workers)
-
     def __repr__(self) -> str:
         return f"<RedisTransport {self.url_for_display()} stream={self.stream!r}>"
 
@@ -370,18 +363,6 @@ class RedisTransport:
         scheme, _, user = head.partition("://")
         user = user.split(":", 1)[0]
         return f"{scheme}://{user}:***@{tail}"
-
-
-class FleetFigures:
-    """What a worker knows of the stream: entries waiting, entries it holds,
-    live workers."""
-
-    __slots__ = ("held", "waiting", "workers")
-
-    def __init__(self, waiting: int, held: int, workers: int) -> None:
-        self.waiting = waiting
-        self.held = held
-        self.workers = workers
 
 
 _NO_LIFO = (

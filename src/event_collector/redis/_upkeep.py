@@ -14,7 +14,6 @@ nothing waits on a lock a dead process holds.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Any
@@ -22,16 +21,12 @@ from typing import Any
 import redis
 import redis.exceptions as rexc
 
-from .._log import Logger
 from ._common import (
     RETRYABLE,
     Backoff,
     Client,
-    Config,
-    Keys,
     is_nogroup,
 )
-from ._inbox import Inbox
 from ._report import Report
 
 __all__ = ["Upkeep"]
@@ -41,23 +36,9 @@ class Upkeep(Report):
     """The worker's background loops that are not on the event path (a
     base of :class:`~event_collector.redis._worker.Worker`)."""
 
-    _config: Config
-    _keys: Keys
-    _inbox: Inbox
-    _log: Logger
-    _client: Client | None
-    _stopping: bool
-    _stop_event: asyncio.Event
+    # The rest of the shared state is declared on Report.
     _heartbeat_stop: threading.Event
     _suspects: dict[int, dict[str, float]]
-    consumer: str
-    held: dict[str, int]
-    handled: int
-    reclaimed: int
-    dead_lettered: int
-    remote_backlog: int
-    remote_share: int
-    workers: int
 
     def _deliver(
         self, band: int, entry_id: str, fields: dict[bytes, bytes], attempt: int
