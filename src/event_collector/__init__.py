@@ -5,7 +5,7 @@ that grows and shrinks with the load hands each one to the collectors (your
 handlers) and brings their results back to the publisher.
 """
 
-from .collector import Collector, CollectorDict, CollectorList
+from .collector import BatchCollector, Collector, CollectorDict, CollectorList
 from .data import (
     Context,
     Delivery,
@@ -26,7 +26,10 @@ from .exceptions import (
     QueueClosed,
     QueueFull,
     RemoteError,
+    RetryAfter,
+    Superseded,
 )
+from .flow import DeadLettered, RateLimit, Retry
 from .messagebus import BusEvent, BusEventQueue, Command, Message, MessageBus
 from .publisher import CollectorEvent, EventPublisher, QueueType
 from .queue import (
@@ -43,6 +46,7 @@ from .types import EventObserver, LifecycleManager, Processor
 __version__ = "0.3.0.dev0"
 
 __all__ = [
+    "BatchCollector",
     "BusEvent",
     "BusEventQueue",
     "Collector",
@@ -53,6 +57,7 @@ __all__ = [
     "Command",
     "ConfigError",
     "Context",
+    "DeadLettered",
     "Delivery",
     "DeliveryExhausted",
     "Error",
@@ -73,14 +78,18 @@ __all__ = [
     "QueueClosed",
     "QueueFull",
     "QueueType",
+    "RateLimit",
     "Record",
     "RemoteError",
     "ReportedMetrics",
     "Result",
     "ResultList",
+    "Retry",
+    "RetryAfter",
     "Router",
     "ShutDownQueue",
     "SimpleRouter",
+    "Superseded",
     "__version__",
     "abind",
 ]

@@ -23,6 +23,7 @@ from .router import _coerce
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
+    from ._gate import KeyGate
     from ._measure import Meters
     from ._models import CollectorEvent
     from .collector import Collector
@@ -121,6 +122,7 @@ class ConsumerPool:
         """Events answered by consumers so far."""
         self.cancelled = 0
         """Events whose handler was cancelled while it ran."""
+        self.gate: KeyGate | None = None  # ordering keys (in memory only)
 
     def set_owner(self, owner: object) -> None:
         """What ``current_owner`` holds inside the consumers started from now
@@ -194,8 +196,17 @@ class ConsumerPool:
     # -- idle ----------------------------------------------------------------
 
     def is_idle(self) -> bool:
-        """No event queued and no handler running."""
-        return self.busy == 0 and self._queue.qsize() == 0
+        """No event queued, held back or running."""
+        return self.busy == 0 and self._queue.qsize() == 0 and not self.held()
+
+    def held(self) -> int:
+        """Events flow control holds back (behind their ordering key)."""
+        return 0 if self.gate is None else self.gate.held
+
+    def cancel_held(self, reason: str) -> None:
+        """Answer what flow control holds back; release nothing more."""
+        if self.gate is not None:
+            self.gate.cancel(reason)
 
     async def wait_idle(self) -> None:
         """Wait until no event is queued and no handler runs."""

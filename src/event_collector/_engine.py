@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from ._autoscale import load_ratio
-from ._consumers import ConsumerPool
+from ._flow_pool import make_pool
 from ._lifecycle import Lifecycle
 from ._log import Logger, report_exception
 from ._measure import Measurement, metrics_json_fields
@@ -27,6 +27,7 @@ from ._models import Load, Metrics, QueueType
 from ._monitor import Monitor
 from ._outcome import propagates
 from .collector import Collector
+from .flow import DeadLettered
 from .publisher import EventPublisher
 from .router import Router, SimpleRouter, _build_router
 from .transport import MemoryTransport, Transport
@@ -83,6 +84,7 @@ class Engine:
     :param started: awaited once the queue runs (``InitializedQueue``).
     :param shut_down: awaited once it is closed (``ShutDownQueue``).
     :param reported: awaited with each metrics report (``ReportedMetrics``).
+    :param dead_lettered: awaited with each ``DeadLettered`` message.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Engine:
         started: Callable[[], Awaitable[None]],
         shut_down: Callable[[], Awaitable[None]],
         reported: Callable[[Metrics], Awaitable[None]],
+        dead_lettered: Callable[[DeadLettered], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = s = settings
         self._clock = clock
@@ -120,9 +123,12 @@ class Engine:
             warmup=s.metrics_warmup_interval,
         )
         """The five meters and the snapshot."""
-        self.pool = ConsumerPool(
-            inbox,
-            route.handle_event,
+        self.pool = make_pool(
+            route,
+            s.collectors,
+            transport=transport,
+            inbox=inbox,
+            dead_lettered=dead_lettered,
             clock=clock,
             meters=self.measurement.meters,
             log=log,
@@ -147,6 +153,7 @@ class Engine:
             # A broker's transport knows when what this process sent is
             # answered; in memory that is when the pool is idle.
             join=getattr(transport, "wait_answered", None) or self.pool.wait_idle,
+            gate=self.pool.gate,
         )
         """The queue's publisher."""
         background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [

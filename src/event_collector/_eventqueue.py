@@ -175,6 +175,50 @@ class EventQueue:
             if self._closed is not None:
                 raise QueueClosed(self._closed)
 
+    # -- flow control's own puts ---------------------------------------------
+
+    def push(self, item: Any) -> None:
+        """Store work flow control releases (an event held back by its
+        ordering key, a collector call whose turn came), waking a consumer:
+        it was accepted before, so neither the bound, nor closing, nor the
+        arrival count apply."""
+        if self._getters:
+            self._wake(self._getters)
+        waiter = self.put_waiter
+        if waiter is not None:
+            self.put_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        self._store(item)
+
+    def discard(self, event: CollectorEvent[Any]) -> bool:
+        """Remove ``event`` if it is still queued (O(n)); return whether it
+        was. Frees its room for a waiting put."""
+        try:
+            self._remove(event)
+        except ValueError:
+            return False
+        if self._putters:
+            self._wake(self._putters)
+        return True
+
+    def _remove(self, event: CollectorEvent[Any]) -> None:
+        self._items.remove(event)
+
+    async def wait_for_room(self) -> None:
+        """Wait until a take (or the queue closing) may have made room."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._putters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            fut.cancel()
+            try:
+                self._putters.remove(fut)
+            except ValueError:
+                self._wake(self._putters)
+            raise
+
     # -- get ---------------------------------------------------------------
 
     def get_nowait(self) -> CollectorEvent[Any]:
@@ -269,6 +313,16 @@ class PriorityEventQueue(EventQueue):
 
     def _pop(self) -> CollectorEvent[Any]:
         return heapq.heappop(self._items)[2]  # type: ignore[no-any-return]
+
+    def _remove(self, event: CollectorEvent[Any]) -> None:
+        items = self._items
+        for index, entry in enumerate(items):
+            if entry[2] is event:
+                items[index] = items[-1]
+                items.pop()
+                heapq.heapify(items)
+                return
+        raise ValueError("not queued")
 
     def taker(self) -> Callable[[], CollectorEvent[Any]]:
         return self.get_nowait

@@ -246,10 +246,14 @@ class Lifecycle:
         finally:
             # Whatever happened above, every event is answered, the
             # collectors are torn down and the transport released.
-            leftovers = transport.hand_back()
-            pool.answer_unhandled(
-                leftovers, "the queue shut down before the event was handled"
-            )
+            reason = "the queue shut down before the event was handled"
+            try:
+                # First what flow control holds back: it releases nothing
+                # into the queue from then on.
+                pool.cancel_held(reason)
+            finally:
+                leftovers = transport.hand_back()
+                pool.answer_unhandled(leftovers, reason)
             try:
                 await self._teardown(self._collectors)
             finally:
@@ -335,8 +339,11 @@ class Lifecycle:
         reason = "the collector queue's event loop ended before it was shut down"
         self.state = CLOSED
         self._transport.close(reason)
-        leftovers = self._transport.hand_back()
-        self._pool.answer_unhandled(leftovers, reason)
+        try:
+            self._pool.cancel_held(reason)
+        finally:
+            leftovers = self._transport.hand_back()
+            self._pool.answer_unhandled(leftovers, reason)
         self._log.warning(
             "collector queue abandoned without a shutdown; its collectors are "
             "not torn down",

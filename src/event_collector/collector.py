@@ -12,9 +12,11 @@ from ._compat import TypeAliasType
 from ._config import is_finite
 from .data import Context, Payload
 from .exceptions import ConfigError
-from .types import LifecycleManager, Processor
+from .flow import RateLimit, Retry
+from .types import BatchProcessor, LifecycleManager, Processor
 
 __all__ = [
+    "BatchCollector",
     "Collector",
     "CollectorDict",
     "CollectorList",
@@ -51,11 +53,23 @@ class Collector:
         entered by :meth:`setup` and exited by :meth:`teardown`.
     :param timeout: seconds a handler may run before it is cancelled and
         answered with ``Error(TimeoutError)``; ``None`` for no limit.
+    :param concurrency: at most this many calls of the collector at once;
+        ``None`` for no limit of its own.
+    :param rate_limit: a :class:`~event_collector.flow.RateLimit` on the
+        collector's calls, retries included.
+    :param retry: a :class:`~event_collector.flow.Retry`: which failures are
+        tried again, how often and after how long.
+
+    Events held back by ``concurrency``, ``rate_limit`` or a waiting retry
+    hold no consumer (see the flow-control guide).
     """
 
     key: str = ""
     topics: Sequence[str] = ()
     timeout: float | None = None
+    concurrency: int | None = None
+    rate_limit: RateLimit | None = None
+    retry: Retry | None = None
 
     def __init__(
         self,
@@ -66,6 +80,9 @@ class Collector:
         ctx: Context | None = None,
         lifecycle: LifecycleManager | None = None,
         timeout: float | None = None,
+        concurrency: int | None = None,
+        rate_limit: RateLimit | None = None,
+        retry: Retry | None = None,
     ) -> None:
         key = type(self).key if key is None else key
         if not isinstance(key, str) or not key:
@@ -130,6 +147,12 @@ class Collector:
         """Factory of the async context manager run around the queue's life."""
         self.timeout: float | None = timeout
         """Seconds a handler may run, or ``None``."""
+        self.concurrency: int | None
+        self.rate_limit: RateLimit | None
+        self.retry: Retry | None
+        self.concurrency, self.rate_limit, self.retry = _flow_options(
+            self, concurrency, rate_limit, retry
+        )
         self._lifecycle_cm: AbstractAsyncContextManager[Any] | None = None
 
     async def process(self, payload: Payload[Any]) -> Any:
@@ -157,6 +180,49 @@ class Collector:
     def __repr__(self) -> str:
         topics = f" topics={list(self.topics)!r}" if self.topics else ""
         return f"<{type(self).__name__} key={self.key!r}{topics}>"
+
+
+def _flow_options(
+    collector: Collector,
+    concurrency: int | None,
+    rate_limit: RateLimit | None,
+    retry: Retry | None,
+) -> tuple[int | None, RateLimit | None, Retry | None]:
+    """The collector's flow-control options, from the arguments or the
+    class attributes, checked."""
+    cls, key = type(collector), collector.key
+    concurrency = cls.concurrency if concurrency is None else concurrency
+    rate_limit = cls.rate_limit if rate_limit is None else rate_limit
+    retry = cls.retry if retry is None else retry
+    if concurrency is not None and (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or concurrency < 1
+    ):
+        raise ConfigError(
+            f"Collector {key!r}: concurrency must be an int of at least 1 or None "
+            f"(got concurrency={concurrency!r})"
+        )
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise ConfigError(
+            f"Collector {key!r}: rate_limit must be a RateLimit or None "
+            f"(got rate_limit={rate_limit!r})"
+        )
+    if retry is not None and not isinstance(retry, Retry):
+        raise ConfigError(
+            f"Collector {key!r}: retry must be a Retry or None (got retry={retry!r})"
+        )
+    return concurrency, rate_limit, retry
+
+
+def flow_controlled(collector: Collector) -> bool:
+    """Whether the collector's calls go through flow control: a limit, a
+    retry, or batches."""
+    return isinstance(collector, BatchCollector) or (
+        collector.concurrency is not None
+        or collector.rate_limit is not None
+        or collector.retry is not None
+    )
 
 
 def _is_sync(func: object) -> bool:
@@ -227,6 +293,83 @@ def _check_collectors(collectors: Any) -> list[Collector]:
             "in collectors)"
         )
     return instances
+
+
+class BatchCollector(Collector):
+    """A collector whose processor takes a list of payloads at a time.
+
+    ::
+
+        async def insert(payloads: list[Payload], ctx: Context) -> list[int]:
+            rows = [p.value for p in payloads]
+            return await ctx.db.insert_many(rows)  # one id per row, in order
+
+        collector = BatchCollector("insert", insert, max_size=500, max_wait=0.05)
+
+    Payloads are gathered until ``max_size`` are waiting or ``max_wait``
+    seconds have passed since the first one, then handed over together.
+    The processor returns one result per payload, in their order (values,
+    ``Ok`` or ``Error``); each event is answered with its own. An exception
+    it raises, or a list of the wrong length, answers every event of the
+    batch with that error. ``timeout`` applies to each batch; ``retry`` and
+    the limits do not apply to batches.
+
+    :param max_size: the most payloads in one batch.
+    :param max_wait: the longest a payload waits for its batch to fill, in
+        seconds.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        processor: BatchProcessor,
+        *,
+        max_size: int = 100,
+        max_wait: float = 0.05,
+        topics: Iterable[str] | None = None,
+        ctx: Context | None = None,
+        lifecycle: LifecycleManager | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not callable(processor) or _is_sync(processor):
+            raise ConfigError(
+                f"BatchCollector {key!r}: processor must be an async function "
+                f"(async def processor(payloads, ctx)) (got processor={processor!r})"
+            )
+        super().__init__(
+            key, topics=topics, ctx=ctx, lifecycle=lifecycle, timeout=timeout
+        )
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ConfigError(
+                f"BatchCollector {key!r}: max_size must be an int of at least 1 "
+                f"(got max_size={max_size!r})"
+            )
+        if (
+            isinstance(max_wait, bool)
+            or not isinstance(max_wait, int | float)
+            or not is_finite(max_wait)
+            or max_wait < 0
+        ):
+            raise ConfigError(
+                f"BatchCollector {key!r}: max_wait must be a number of seconds >= 0 "
+                f"(got max_wait={max_wait!r})"
+            )
+        self.batch_processor: BatchProcessor = processor
+        """The processor of a list of payloads."""
+        self.max_size: int = max_size
+        """The most payloads in one batch."""
+        self.max_wait: float = float(max_wait)
+        """The longest a payload waits for its batch, in seconds."""
+
+    async def process(self, payload: Payload[Any]) -> Any:
+        """Handle one payload as a batch of one (what a custom router that
+        calls the collector directly gets)."""
+        results = await self.process_batch([payload])
+        return results[0]
+
+    async def process_batch(self, payloads: list[Payload[Any]]) -> Sequence[Any]:
+        """Hand ``payloads`` to the processor and return its results."""
+        return await self.batch_processor(payloads, self.ctx)
 
 
 CollectorList = TypeAliasType("CollectorList", Sequence[Collector | type[Collector]])

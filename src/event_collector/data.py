@@ -252,6 +252,9 @@ class Payload(Generic[T]):
     :param topics: topics, for ``Delivery.TOPIC``.
     :param priority: priority on a priority queue (lower runs first); the
         queue's ``default_priority`` when ``None``.
+    :param ordering_key: events with the same key (a str or an int) are
+        handled one at a time, in the order sent (see the flow-control
+        guide); ``None`` for no ordering.
     :raises ValueError: the arguments contradict each other: keys and topics
         without a delivery mode, names with ``Delivery.BROADCAST``, topics
         with ``Delivery.KEY`` or keys with ``Delivery.TOPIC``.
@@ -263,7 +266,16 @@ class Payload(Generic[T]):
     again (see the scaling-out guide).
     """
 
-    __slots__ = ("_attempt", "_eid", "delivery", "keys", "priority", "topics", "value")
+    __slots__ = (
+        "_attempt",
+        "_eid",
+        "delivery",
+        "keys",
+        "ordering_key",
+        "priority",
+        "topics",
+        "value",
+    )
 
     def __init__(
         self,
@@ -272,6 +284,7 @@ class Payload(Generic[T]):
         keys: Iterable[str] | None = None,
         topics: Iterable[str] | None = None,
         priority: int | None = None,
+        ordering_key: str | int | None = None,
     ) -> None:
         self.value: T = value
         self.delivery: Delivery
@@ -290,6 +303,15 @@ class Payload(Generic[T]):
         else:
             self.delivery, self.keys, self.topics = _routing(delivery, keys, topics)
         self.priority: int | None = priority
+        if ordering_key is not None and (
+            isinstance(ordering_key, bool) or not isinstance(ordering_key, str | int)
+        ):
+            raise TypeError(
+                "ordering_key must be a str, an int or None "
+                f"(got ordering_key={ordering_key!r})"
+            )
+        self.ordering_key: str | int | None = ordering_key
+        """The key this payload's event is ordered with, or ``None``."""
         # The event's id as the queue gave it: a number in this process
         # (made a string when read, so that the hot path does not format
         # it), a string from a broker; None until the payload is sent.
@@ -346,6 +368,8 @@ class Payload(Generic[T]):
             extra += f" topics={self.topics!r}"
         if self.priority is not None:
             extra += f" priority={self.priority}"
+        if self.ordering_key is not None:
+            extra += f" ordering_key={self.ordering_key!r}"
         return f"<Payload {self.delivery.name}{extra} value={self.value!r}>"
 
 

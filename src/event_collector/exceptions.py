@@ -11,6 +11,8 @@ __all__ = [
     "QueueClosed",
     "QueueFull",
     "RemoteError",
+    "RetryAfter",
+    "Superseded",
 ]
 
 
@@ -39,6 +41,36 @@ class EventCancelled(EventCollectorException):
     The queue shut down before the event was handled, or while its handler
     was still running; the message says which.
     """
+
+
+class Superseded(EventCancelled):
+    """An event was answered without being handled because a newer event
+    of the same ordering key was sent with ``supersede=True``."""
+
+
+class RetryAfter(EventCollectorException):
+    """Raised by a handler to ask for another attempt after ``seconds``.
+
+    It counts as an attempt of the collector's ``retry``; a collector
+    without ``retry=`` answers the event with it like any other error.
+    """
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not seconds >= 0
+            or seconds == float("inf")
+        ):
+            raise ValueError(
+                f"RetryAfter: seconds must be a finite number >= 0 (got {seconds!r})"
+            )
+        self.seconds: float = float(seconds)
+        """How long to wait before the next attempt."""
+        super().__init__(message or f"retry after {self.seconds:g} s")
+
+    def __reduce__(self) -> tuple[type[RetryAfter], tuple[float, str]]:
+        return type(self), (self.seconds, str(self))
 
 
 class DeliveryExhausted(EventCollectorException):

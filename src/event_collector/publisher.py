@@ -8,11 +8,13 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ._gate import KeyedEvent, OrderingKey, check_ordering_key
 from ._models import DEFAULT_PRIORITY, CollectorEvent, QueueType
 from .data import Payload, ResultList
-from .exceptions import QueueClosed
+from .exceptions import ConfigError, QueueClosed
 
 if TYPE_CHECKING:
+    from ._gate import KeyGate
     from .transport import Transport
 
 __all__ = ["DEFAULT_PRIORITY", "CollectorEvent", "EventPublisher", "QueueType"]
@@ -31,6 +33,7 @@ class EventPublisher:
         "_awaits_put",
         "_clock",
         "_default_priority",
+        "_gate",
         "_join",
         "_loop_ref",
         "_put",
@@ -49,6 +52,7 @@ class EventPublisher:
         clock: Callable[[], float],
         loop_ref: Callable[[], asyncio.AbstractEventLoop | None],
         join: Callable[[], Awaitable[None]],
+        gate: KeyGate | None = None,
     ) -> None:
         self._transport = transport
         # The transport's own put methods, read once: send calls them
@@ -62,8 +66,28 @@ class EventPublisher:
         self._clock = clock
         self._loop_ref = loop_ref
         self._join = join
+        self._gate = gate
 
-    def _make_event(self, value: Any, priority: int | None) -> CollectorEvent[Any]:
+    def _make_event(
+        self,
+        value: Any,
+        priority: int | None,
+        ordering_key: OrderingKey | None = None,
+        supersede: bool = False,
+    ) -> CollectorEvent[Any]:
+        if ordering_key is None and isinstance(value, Payload):
+            ordering_key = value.ordering_key
+        if ordering_key is None:
+            if supersede:
+                raise ValueError("supersede=True needs an ordering_key")
+        else:
+            check_ordering_key(ordering_key)
+            if self._gate is None:
+                raise ConfigError(
+                    "ordering_key: per-key ordering works with the in-memory "
+                    f"transport only; {type(self._transport).__name__} does not "
+                    "support it yet"
+                )
         if priority is None:
             if isinstance(value, Payload) and value.priority is not None:
                 priority = value.priority
@@ -75,10 +99,22 @@ class EventPublisher:
                 priority = self._default_priority
         elif isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int (got priority={priority!r})")
-        return CollectorEvent(value, priority, self._clock())
+        if ordering_key is None:
+            return CollectorEvent(value, priority, self._clock())
+        assert self._gate is not None
+        if not isinstance(value, Payload):
+            value = Payload(value, ordering_key=ordering_key)
+        elif value.ordering_key != ordering_key:
+            value.ordering_key = ordering_key
+        return KeyedEvent(value, priority, self._clock(), ordering_key, self._gate)
 
     async def send(
-        self, value: Any, *, priority: int | None = None
+        self,
+        value: Any,
+        *,
+        priority: int | None = None,
+        ordering_key: OrderingKey | None = None,
+        supersede: bool = False,
     ) -> CollectorEvent[Any]:
         """Queue ``value`` for the collectors and return its event.
 
@@ -86,16 +122,29 @@ class EventPublisher:
             which is wrapped in a broadcast ``Payload``.
         :param priority: on a priority queue, lower runs first; defaults to
             ``Payload.priority``, then the queue's ``default_priority``.
+        :param ordering_key: events with the same key (a str or an int) are
+            handled one at a time, in the order sent; defaults to
+            ``Payload.ordering_key``.
+        :param supersede: with an ordering key, answer the key's events that
+            have not started with ``Error(Superseded)``: only the newest
+            is handled.
         :raises QueueClosed: the queue is not running.
+        :raises ConfigError: an ordering key on a transport that carries
+            events to other processes.
 
-        On a bounded queue (``maxsize``) it waits for room.
+        On a bounded queue (``maxsize``) it waits for room; events held
+        behind their ordering key count toward it.
         """
         # The common case (a plain value, no priority) is inlined: send is
         # the hot path of every publisher (benchmark: throughput).
-        if priority is None and not isinstance(value, Payload):
+        if priority is None and ordering_key is None and not isinstance(value, Payload):
             event = CollectorEvent(value, self._default_priority, self._clock())
         else:
-            event = self._make_event(value, priority)
+            event = self._make_event(value, priority, ordering_key, supersede)
+            if type(event) is KeyedEvent:
+                assert self._gate is not None  # checked by _make_event
+                await self._gate.put(event, supersede)
+                return event
         if self._awaits_put:
             await self._put(event)
         else:
@@ -103,19 +152,33 @@ class EventPublisher:
         return event
 
     def send_nowait(
-        self, value: Any, *, priority: int | None = None
+        self,
+        value: Any,
+        *,
+        priority: int | None = None,
+        ordering_key: OrderingKey | None = None,
+        supersede: bool = False,
     ) -> CollectorEvent[Any]:
         """Like :meth:`send`, without waiting.
 
         :raises QueueFull: a bounded queue has no room.
         :raises QueueClosed: the queue is not running.
         """
-        event = self._make_event(value, priority)
-        self._put_nowait(event)
+        event = self._make_event(value, priority, ordering_key, supersede)
+        if type(event) is KeyedEvent:
+            assert self._gate is not None  # checked by _make_event
+            self._gate.put_nowait(event, supersede)
+        else:
+            self._put_nowait(event)
         return event
 
     def send_threadsafe(
-        self, value: Any, *, priority: int | None = None
+        self,
+        value: Any,
+        *,
+        priority: int | None = None,
+        ordering_key: OrderingKey | None = None,
+        supersede: bool = False,
     ) -> concurrent.futures.Future[ResultList]:
         """Publish from another thread (an MQTT client's callback, say).
 
@@ -131,15 +194,23 @@ class EventPublisher:
             fut.set_exception(QueueClosed(closed or "the queue's event loop is closed"))
             return fut
         return asyncio.run_coroutine_threadsafe(
-            self._send_and_wait(value, priority), loop
+            self._send_and_wait(value, priority, ordering_key, supersede), loop
         )
 
     async def wait(self) -> None:
         """Wait until every event sent so far has been handled."""
         await self._join()
 
-    async def _send_and_wait(self, value: Any, priority: int | None) -> ResultList:
-        event = await self.send(value, priority=priority)
+    async def _send_and_wait(
+        self,
+        value: Any,
+        priority: int | None,
+        ordering_key: OrderingKey | None,
+        supersede: bool,
+    ) -> ResultList:
+        event = await self.send(
+            value, priority=priority, ordering_key=ordering_key, supersede=supersede
+        )
         return await event.wait()
 
     def __repr__(self) -> str:

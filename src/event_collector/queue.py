@@ -272,6 +272,7 @@ class CollectorQueue:
             started=lambda: self._bus.dispatch(InitializedQueue(self)),
             shut_down=lambda: self._bus.dispatch(ShutDownQueue(self)),
             reported=lambda metrics: self._bus.dispatch(ReportedMetrics(metrics)),
+            dead_lettered=self._bus.dispatch,
         )
         # The parts the queue's methods use, by their own names.
         self._transport, self._inbox = transport, engine.inbox

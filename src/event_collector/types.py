@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,13 @@ from .messagebus import BusHandler
 if TYPE_CHECKING:
     from ._models import CollectorEvent
 
-__all__ = ["BusHandler", "EventObserver", "LifecycleManager", "Processor"]
+__all__ = [
+    "BatchProcessor",
+    "BusHandler",
+    "EventObserver",
+    "LifecycleManager",
+    "Processor",
+]
 
 Processor = TypeAliasType(
     "Processor", Callable[[Payload[Any], Context], Awaitable[Any]]
@@ -24,6 +30,13 @@ It returns a result (:class:`~event_collector.data.Ok` /
 :class:`~event_collector.data.Error`) or any plain value, which is wrapped in
 ``Ok``; an exception it raises becomes an ``Error``.
 """
+
+BatchProcessor = TypeAliasType(
+    "BatchProcessor",
+    Callable[[list[Payload[Any]], Context], Awaitable[Sequence[Any]]],
+)
+"""A batch collector's handler: ``async def processor(payloads, ctx)``,
+returning one result or plain value per payload, in their order."""
 
 LifecycleManager = TypeAliasType(
     "LifecycleManager", Callable[[Context], AbstractAsyncContextManager[Any]]

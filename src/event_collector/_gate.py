@@ -1,0 +1,227 @@
+"""Per-key ordering: events that share an ordering key run one at a time,
+in the order they were sent.
+
+The first event of a key goes into the queue like any other; the ones sent
+while it is unanswered wait here, in a queue of their key, and are not in
+the event queue at all: they are neither queued (``qsize``) nor busy, so
+that a thousand events of one key make the pool grow by nothing. When an
+event of a key is answered, the next one of that key goes into the queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._models import CollectorEvent
+from .data import Error, Payload, ResultList
+from .exceptions import QueueClosed, QueueFull, Superseded
+
+if TYPE_CHECKING:
+    from ._eventqueue import EventQueue
+
+__all__ = ["KeyGate", "KeyedEvent", "OrderingKey", "check_ordering_key"]
+
+OrderingKey = str | int
+
+
+def check_ordering_key(key: object) -> OrderingKey:
+    """``key`` if it can be an ordering key (a str or an int), else
+    ``TypeError``."""
+    if isinstance(key, bool) or not isinstance(key, str | int):
+        raise TypeError(
+            f"ordering_key must be a str or an int (got ordering_key={key!r})"
+        )
+    return key
+
+
+class KeyedEvent(CollectorEvent[Any]):
+    """An event sent with an ordering key: answering it lets the next
+    event of its key go."""
+
+    __slots__ = ("_gate", "ordering_key")
+
+    def __init__(
+        self,
+        payload: Payload[Any],
+        priority: int,
+        sent_at: float,
+        key: OrderingKey,
+        gate: KeyGate,
+    ) -> None:
+        super().__init__(payload, priority, sent_at)
+        self.ordering_key: OrderingKey = key
+        """The key whose events this one is ordered with."""
+        self._gate = gate
+
+    def _set_answer(self, answer: object) -> bool:
+        if not super()._set_answer(answer):
+            return False
+        self._gate.answered(self)
+        return True
+
+
+class _Key:
+    """One key's state: the event out in the queue (or running), and the
+    ones waiting behind it."""
+
+    __slots__ = ("head", "waiting")
+
+    def __init__(self, head: KeyedEvent) -> None:
+        self.head: KeyedEvent = head
+        self.waiting: deque[KeyedEvent] = deque()
+
+
+class KeyGate:
+    """Holds back the events of an ordering key while an earlier one of the
+    same key is unanswered.
+
+    :param inbox: the event queue the released events go into.
+    :param settle: the pool's settle, to answer superseded and cancelled
+        events.
+    """
+
+    def __init__(
+        self,
+        inbox: EventQueue,
+        settle: Callable[..., bool],
+    ) -> None:
+        self._inbox = inbox
+        self._settle = settle
+        self._keys: dict[OrderingKey, _Key] = {}
+        self._closed = False
+        self.held = 0
+        """Events waiting behind an earlier event of their key."""
+
+    @property
+    def keys(self) -> int:
+        """Keys with an unanswered event."""
+        return len(self._keys)
+
+    # -- sending --------------------------------------------------------------
+
+    async def put(self, event: KeyedEvent, supersede: bool) -> None:
+        """Accept ``event``: into the queue if its key is free, else behind
+        the key's earlier events (waiting for room on a bounded queue:
+        events held here count toward ``maxsize``)."""
+        inbox = self._inbox
+        state = self._keys.get(event.ordering_key)
+        if state is None:
+            await self._first(event, inbox.put)
+            return
+        maxsize = inbox.maxsize
+        while True:
+            if inbox.closed_reason is not None:
+                raise QueueClosed(inbox.closed_reason)
+            if not maxsize or inbox.qsize() + self.held < maxsize:
+                break
+            await inbox.wait_for_room()
+        # The key may have been freed (or superseded) while we waited.
+        self._hold(event, supersede, self._keys.get(event.ordering_key))
+
+    def put_nowait(self, event: KeyedEvent, supersede: bool) -> None:
+        """Like :meth:`put`, raising ``QueueFull`` instead of waiting."""
+        inbox = self._inbox
+        state = self._keys.get(event.ordering_key)
+        if state is None:
+            self._enter(event, inbox.put_nowait)
+            return
+        if inbox.closed_reason is not None:
+            raise QueueClosed(inbox.closed_reason)
+        maxsize = inbox.maxsize
+        if maxsize and inbox.qsize() + self.held >= maxsize:
+            raise QueueFull(f"the event queue is full (maxsize={maxsize})")
+        self._hold(event, supersede, state)
+
+    async def _first(self, event: KeyedEvent, put: Callable[..., Any]) -> None:
+        key = event.ordering_key
+        self._keys[key] = _Key(event)
+        try:
+            await put(event)
+        except BaseException:
+            self._forget(key, event)
+            raise
+
+    def _enter(self, event: KeyedEvent, put: Callable[..., Any]) -> None:
+        key = event.ordering_key
+        self._keys[key] = _Key(event)
+        try:
+            put(event)
+        except BaseException:
+            self._forget(key, event)
+            raise
+
+    def _forget(self, key: OrderingKey, event: KeyedEvent) -> None:
+        """Undo the head an unaccepted send made, handing the key to the
+        events that came behind it meanwhile."""
+        state = self._keys.get(key)
+        if state is not None and state.head is event:
+            self._advance(key, state)
+
+    def _hold(self, event: KeyedEvent, supersede: bool, state: _Key | None) -> None:
+        if state is None:
+            self._enter(event, self._inbox.push)
+            return
+        if supersede:
+            stale = list(state.waiting)
+            state.waiting.clear()
+            self.held -= len(stale)
+            head = state.head
+            if head.started_at is None and self._inbox.discard(head):
+                # The key's event in the queue has not started: the new
+                # event takes its place there.
+                stale.append(head)
+                state.head = event
+                self._inbox.push(event)
+            else:
+                state.waiting.append(event)
+                self.held += 1
+            answer = ResultList(
+                (Error(Superseded("a newer event of its ordering key replaced it")),)
+            )
+            for old in stale:
+                self._settle(old, answer, ran=False, measured=False)
+            return
+        state.waiting.append(event)
+        self.held += 1
+
+    # -- answering --------------------------------------------------------------
+
+    def answered(self, event: KeyedEvent) -> None:
+        """``event`` was answered: if it was its key's head, the next event
+        of the key goes into the queue."""
+        key = event.ordering_key
+        state = self._keys.get(key)
+        if state is not None and state.head is event:
+            self._advance(key, state)
+
+    def _advance(self, key: OrderingKey, state: _Key) -> None:
+        if not state.waiting:
+            del self._keys[key]
+            return
+        nxt = state.head = state.waiting.popleft()
+        self.held -= 1
+        if self._closed:
+            return
+        self._inbox.push(nxt)
+
+    def cancel(self, reason: str) -> None:
+        """Answer every held event with ``Error(EventCancelled(reason))``
+        and release nothing more (the queue is shutting down)."""
+        from ._outcome import cancelled
+
+        self._closed = True
+        answer = cancelled(reason)
+        stop: BaseException | None = None
+        for state in list(self._keys.values()):
+            waiting = list(state.waiting)
+            state.waiting.clear()
+            self.held -= len(waiting)
+            for event in waiting:
+                try:
+                    self._settle(event, answer, ran=False, measured=False)
+                except BaseException as exc:  # an observer's SystemExit
+                    stop = stop or exc
+        if stop is not None:
+            raise stop

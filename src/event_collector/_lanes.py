@@ -1,0 +1,326 @@
+"""Lanes: the calls of one flow-controlled collector, held back until its
+concurrency limit, its rate limit, its retry timer or its batch lets them go.
+
+A consumer that takes an event routes it: calls of plain collectors run
+at once, in that consumer; a call of a flow-controlled collector becomes a
+:class:`Part` handed to the collector's :class:`Lane`, and the consumer
+moves on. When the lane lets a part go, it puts a :class:`Call` into the
+event queue, and a consumer runs it like an event. Held-back parts are in
+no queue the autoscaler reads: they make the pool grow by nothing and hold
+no consumer. The event is answered when its last part has its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._outcome import cancelled, propagates
+from .collector import BatchCollector, Collector
+from .data import Error, Ok, Payload, ResultList, as_result
+from .exceptions import RetryAfter
+from .flow import DeadLettered, TokenBucket
+
+if TYPE_CHECKING:
+    from ._eventqueue import EventQueue
+    from ._models import CollectorEvent
+
+__all__ = ["Call", "Join", "Lane", "Part"]
+
+Result = Ok[Any] | Error
+Runner = Callable[[Payload[Any]], Any]
+
+
+class Join:
+    """The results of one event's calls, answered when the last is in."""
+
+    __slots__ = ("event", "left", "results", "settle")
+
+    def __init__(
+        self,
+        event: CollectorEvent[Any],
+        size: int,
+        settle: Callable[..., bool],
+    ) -> None:
+        self.event = event
+        self.results: list[Result | None] = [None] * size
+        self.left = size
+        self.settle = settle
+
+    def set(self, index: int, result: Result) -> None:
+        """Record the result of call ``index``; answer the event with all
+        of them when it was the last."""
+        self.results[index] = result
+        self.left -= 1
+        if self.left == 0:
+            self.settle(self.event, ResultList(self.results))  # type: ignore[arg-type]
+
+
+class Part:
+    """One event's call of one flow-controlled collector."""
+
+    __slots__ = ("attempt", "index", "join", "payload")
+
+    def __init__(self, join: Join, index: int, payload: Payload[Any]) -> None:
+        self.join = join
+        self.index = index
+        self.payload = payload
+        self.attempt = 1
+
+    @property
+    def answered(self) -> bool:
+        """Whether the event was answered already (cancelled, say)."""
+        return self.join.event.is_done()
+
+
+class Call:
+    """Parts released into the event queue, run by a consumer: one part,
+    or a batch's parts."""
+
+    __slots__ = ("lane", "parts", "priority")
+
+    def __init__(self, lane: Lane, parts: list[Part]) -> None:
+        self.lane = lane
+        self.parts = parts
+        # The priority queue's order: the first part's event's.
+        self.priority = parts[0].join.event.priority
+
+
+class Lane:
+    """The calls of one flow-controlled collector.
+
+    :param collector: the collector.
+    :param runner: runs it on one payload (its timeout included) and
+        answers with a result; never raises but for cancellation.
+    :param inbox: where released calls go.
+    :param dispatch: sends a :class:`DeadLettered` message on the queue's bus.
+    """
+
+    def __init__(
+        self,
+        collector: Collector,
+        runner: Runner,
+        inbox: EventQueue,
+        dispatch: Callable[[DeadLettered], Any],
+    ) -> None:
+        self.collector = collector
+        self.key = collector.key
+        self._runner = runner
+        self._inbox = inbox
+        self._dispatch = dispatch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.concurrency = collector.concurrency
+        self.retry = collector.retry
+        self._bucket: TokenBucket | None = None
+        self._waiting: deque[Part] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._retry_timers: dict[Part, asyncio.TimerHandle] = {}
+        self._batch: list[Part] = []
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.running = 0
+        """Calls released and not yet finished (queued or running)."""
+        self.batch = collector if isinstance(collector, BatchCollector) else None
+
+    def _later(
+        self, delay: float, callback: Callable[..., None], *args: Any
+    ) -> asyncio.TimerHandle:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.call_later(delay, callback, *args)
+
+    # -- counts ----------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Parts waiting here: for a slot or a token, a retry, a batch."""
+        return len(self._waiting) + len(self._retry_timers) + len(self._batch)
+
+    def holding(self) -> dict[str, int]:
+        """The held parts by reason."""
+        limited = len(self._waiting)
+        # Waiting parts wait for a slot while every slot is taken, else for
+        # a token.
+        full = self.concurrency is not None and self.running >= self.concurrency
+        return {
+            "concurrency": limited if full else 0,
+            "rate_limit": 0 if full else limited,
+            "retry": len(self._retry_timers),
+            "batch": len(self._batch),
+        }
+
+    # -- taking parts ------------------------------------------------------------
+
+    def submit(self, part: Part) -> None:
+        """Hold ``part`` until the collector may be called for it."""
+        batch = self.batch
+        if batch is not None:
+            self._batch.append(part)
+            if len(self._batch) >= batch.max_size:
+                self._flush_batch()
+            elif self._batch_timer is None:
+                self._batch_timer = self._later(batch.max_wait, self._flush_batch)
+            return
+        self._waiting.append(part)
+        self._pump()
+
+    def _flush_batch(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        parts = [p for p in self._batch if not p.answered]
+        self._batch.clear()
+        if parts and not self._closed:
+            self.running += 1
+            self._inbox.push(Call(self, parts))
+
+    def _pump(self) -> None:
+        """Release waiting parts while a slot and a token are free."""
+        waiting, bucket, limit = self._waiting, self._bucket, self.concurrency
+        if bucket is None and self.collector.rate_limit is not None:
+            # Made on first use, on the queue's loop: its clock is the loop's.
+            loop = self._loop = self._loop or asyncio.get_running_loop()
+            bucket = self._bucket = TokenBucket(self.collector.rate_limit, loop.time)
+        while waiting and not self._closed:
+            if waiting[0].answered:
+                waiting.popleft()
+                continue
+            if limit is not None and self.running >= limit:
+                return
+            if bucket is not None and not bucket.take():
+                if self._timer is None:
+                    self._timer = self._later(bucket.wait(), self._tick)
+                return
+            self.running += 1
+            self._inbox.push(Call(self, [waiting.popleft()]))
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._pump()
+
+    # -- running ------------------------------------------------------------------
+
+    async def run(self, call: Call) -> list[Result]:
+        """Call the collector for ``call``'s parts; one result per part."""
+        batch = self.batch
+        if batch is None:
+            return [await self._runner(call.parts[0].payload)]
+        return await _run_batch(batch, [p.payload for p in call.parts])
+
+    async def finish(self, call: Call, results: Sequence[Result]) -> None:
+        """Answer the parts of a finished call, or hold them for a retry;
+        then let the next waiting parts go."""
+        self.running -= 1
+        retry = self.retry
+        try:
+            for part, result in zip(call.parts, results, strict=True):
+                if part.answered:
+                    continue
+                err = result.err if type(result) is Error else None
+                if retry is None or not isinstance(err, BaseException):
+                    part.join.set(part.index, result)
+                    continue
+                again = isinstance(err, RetryAfter) or retry.retries(err)
+                if again and part.attempt < retry.attempts and not self._closed:
+                    wait = (
+                        err.seconds
+                        if isinstance(err, RetryAfter)
+                        else retry.delay(part.attempt)
+                    )
+                    part.attempt += 1
+                    self._retry_timers[part] = self._later(wait, self._retry, part)
+                    continue
+                if again:
+                    assert type(result) is Error
+                    details = dict(result.details or {})
+                    details["attempts"] = part.attempt
+                    result = Error(err, details)
+                    await self._dispatch(
+                        DeadLettered(part.join.event, self.key, err, part.attempt)
+                    )
+                part.join.set(part.index, result)
+        finally:
+            self._pump()
+
+    def _retry(self, part: Part) -> None:
+        del self._retry_timers[part]
+        self._waiting.append(part)
+        self._pump()
+
+    def abandon(self, call: Call, reason: str) -> None:
+        """Answer the parts of a call whose consumer was stopped in it."""
+        self.running -= 1
+        answer = cancelled(reason)
+        for part in call.parts:
+            part.join.settle(part.join.event, answer, measured=False)
+
+    def cancel(self, reason: str) -> None:
+        """Answer every held part's event with ``EventCancelled(reason)``
+        and release nothing more (the queue is shutting down)."""
+        self._closed = True
+        for timer in (self._timer, self._batch_timer, *self._retry_timers.values()):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._batch_timer = None
+        parts = [*self._waiting, *self._retry_timers, *self._batch]
+        self._waiting.clear()
+        self._retry_timers.clear()
+        self._batch.clear()
+        answer = cancelled(reason)
+        stop: BaseException | None = None
+        for part in parts:
+            try:
+                part.join.settle(part.join.event, answer, ran=False, measured=False)
+            except BaseException as exc:  # an observer's SystemExit
+                stop = stop or exc
+        if stop is not None:
+            raise stop
+
+    def __repr__(self) -> str:
+        return f"<Lane {self.key!r} running={self.running} held={self.held}>"
+
+
+async def _run_batch(
+    batch: BatchCollector, payloads: list[Payload[Any]]
+) -> list[Result]:
+    """Run a batch collector's processor (with its timeout) and match its
+    answer to the payloads."""
+    count = len(payloads)
+    scope: asyncio.Timeout | None = None
+    try:
+        if batch.timeout is None:
+            values = await batch.process_batch(payloads)
+        else:
+            async with asyncio.timeout(batch.timeout) as scope:
+                values = await batch.process_batch(payloads)
+    except TimeoutError as exc:
+        if scope is None or not scope.expired():
+            return [Error(exc)] * count
+        err = TimeoutError(
+            f"collector {batch.key!r} took longer than its timeout of "
+            f"{batch.timeout} s for a batch of {count}"
+        )
+        err.__cause__ = exc
+        return [Error(err)] * count
+    except Exception as exc:
+        return [Error(exc)] * count
+    except BaseException as exc:
+        if propagates(exc):
+            raise
+        return [Error(exc)] * count
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        bad = TypeError(
+            f"collector {batch.key!r}: a batch processor must return a list of "
+            f"{count} results (got {type(values).__name__})"
+        )
+        return [Error(bad)] * count
+    if len(values) != count:
+        wrong = ValueError(
+            f"collector {batch.key!r}: the batch processor returned {len(values)} "
+            f"results for {count} payloads"
+        )
+        return [Error(wrong)] * count
+    return [as_result(v) for v in values]
