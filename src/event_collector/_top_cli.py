@@ -1,22 +1,19 @@
-"""``event-collector top``: a live view of a fleet of workers on a Redis
-stream, drawn with rich from :func:`~event_collector.redis.read_fleet`'s
-snapshots."""
+"""``event-collector top URL``: a live view, drawn with rich, of what URL
+names. Its scheme picks the source: a fleet of workers on a Redis stream
+(``redis://``, from :func:`~event_collector.redis.read_fleet`'s snapshots),
+or a service's Prometheus endpoint (``http://``, read by
+:mod:`event_collector._top_http` and drawn by :mod:`event_collector._top_view`)."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ._cli_common import (
     REDIS_SCHEMES,
     Refused,
-    add_stream_options,
     bands,
     display_url,
     positive,
@@ -24,47 +21,92 @@ from ._cli_common import (
     require_redis,
 )
 from ._demo_output import require, rich_console
+from ._top_http import HTTP_SCHEMES, ScrapeError, require_prometheus
+from ._top_live import Interrupts, watch
+from ._top_service import ServiceWatch
+from ._top_view import render_service
 
 if TYPE_CHECKING:
-    import redis
     from rich.console import RenderableType
 
+    from ._top_service import ServiceFrame
     from .redis._fleet import FleetSnapshot
 
-__all__ = ["add_top_parser", "render_fleet", "top_command"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "SPARK_WIDTH",
+    "add_top_parser",
+    "render_fleet",
+    "top_command",
+]
+
+DEFAULT_WINDOW = 120.0
+"""Seconds of history the sparklines of the http:// view span by default."""
+
+SPARK_WIDTH = 40
+"""Blocks per sparkline."""
+
+# (option, its dest): the options that only a Redis URL takes
+_REDIS_ONLY = (
+    ("--stream", "stream"),
+    ("--group", "group"),
+    ("--dead-letter-stream", "dead_letter_stream"),
+    ("--priority-bands", "priority_bands"),
+    ("--capacity", "capacity"),
+)
 
 
 def add_top_parser(commands: Any) -> None:
     """Add ``top`` to the ``event-collector`` subcommands."""
     top: argparse.ArgumentParser = commands.add_parser(
         "top",
-        help="watch a fleet of Redis workers live",
-        description="Show a fleet of workers (event-collector worker) live: "
-        "each worker's consumers, busy consumers, load, held entries, handling "
-        "rate, reclaims and dead letters; the stream's backlog, pending "
-        "entries, lag and dead letters; the fleet's arrival and departure "
-        "rates; and the desired worker count, by Little's law: the arrival "
-        "rate times the mean service time, divided by the consumers one "
-        "worker can run (its --max-consumers), rounded up, at least 1 while "
-        "the stream has a backlog. Ctrl-C quits. Needs the cli and redis "
-        "extras.",
+        help="watch a running service or a fleet of Redis workers live",
+        description="Show live what URL names; its scheme picks the source. "
+        "http://HOST:PORT/metrics (or https://): a service's Prometheus "
+        "endpoint, served by event_collector.prometheus; each queue on it "
+        "with its arrival and departure rates, errors, consumers, busy "
+        "consumers, queue size, load, WIP, wait and service time, loop lag, "
+        "and each collector's calls, errors and latency when the endpoint "
+        "exports them, with sparklines of their recent history (needs the "
+        "cli and prometheus extras). redis://HOST:PORT/DB (with --stream): a "
+        "fleet of workers (event-collector worker): each worker's consumers, "
+        "busy consumers, load, held entries, handling rate, reclaims and dead "
+        "letters; the stream's backlog, pending entries, lag and dead "
+        "letters; the fleet's arrival and departure rates; and the desired "
+        "worker count, by Little's law: the arrival rate times the mean "
+        "service time, divided by the consumers one worker can run (its "
+        "--max-consumers), rounded up, at least 1 while the stream has a "
+        "backlog (needs the cli and redis extras). Ctrl-C quits.",
     )
     top.set_defaults(run=top_command, top_parser=top)
     top.add_argument(
         "url",
         metavar="URL",
-        help="where the fleet is: the workers' Redis, as redis://HOST:PORT/DB "
-        "(or rediss://, unix://)",
+        help="a service's Prometheus endpoint, as http://HOST:PORT/metrics (or "
+        "https://), or the workers' Redis, as redis://HOST:PORT/DB (or "
+        "rediss://, unix://)",
     )
-    add_stream_options(top)
-    top.add_argument(
+    redis_options = top.add_argument_group("with a Redis URL")
+    redis_options.add_argument(
+        "--stream",
+        default=None,
+        metavar="NAME",
+        help="the work stream's Redis key; the transport's other keys start "
+        "with NAME: (required with a Redis URL)",
+    )
+    redis_options.add_argument(
+        "--group",
+        default=None,
+        help="the consumer group the workers share (default: event-collector)",
+    )
+    redis_options.add_argument(
         "--dead-letter-stream",
         default=None,
         metavar="KEY",
         help="the dead-letter stream, if the workers were given one (default: "
         "NAME:dead)",
     )
-    top.add_argument(
+    redis_options.add_argument(
         "--priority-bands",
         type=bands,
         default=None,
@@ -72,7 +114,7 @@ def add_top_parser(commands: Any) -> None:
         help="the workers' priority bands, if not the default ones, as in "
         "10,50,100 (default: 50,100)",
     )
-    top.add_argument(
+    redis_options.add_argument(
         "--capacity",
         type=positive_int,
         default=None,
@@ -80,6 +122,15 @@ def add_top_parser(commands: Any) -> None:
         help="consumers per worker, for workers that do not report their "
         "max_consumers (those not started by event-collector worker); "
         "default: their current pool size",
+    )
+    http_options = top.add_argument_group("with an http:// URL")
+    http_options.add_argument(
+        "--window",
+        type=positive,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of history the sparklines span, in "
+        f"{SPARK_WIDTH} blocks (default: {DEFAULT_WINDOW:g})",
     )
     top.add_argument(
         "--interval",
@@ -91,8 +142,9 @@ def add_top_parser(commands: Any) -> None:
     top.add_argument(
         "--once",
         action="store_true",
-        help="print one frame and exit (for scripts); exit status 1 if Redis "
-        "cannot be read",
+        help="print one frame and exit (for scripts); exit status 1 if the "
+        "source cannot be read. Over http://, the rates need two reads: one "
+        "frame shows - for them",
     )
 
 
@@ -186,14 +238,40 @@ def top_command(args: argparse.Namespace) -> int:
     :raises CannotRun: a package it needs is missing (exit status 1).
     """
     url: str = args.url
+    if url.startswith(HTTP_SCHEMES):
+        given = [option for option, dest in _REDIS_ONLY if getattr(args, dest)]
+        if given:
+            raise Refused(
+                f"{', '.join(given)}: only with a Redis URL, not with an "
+                f"http:// endpoint (got {url!r})"
+            )
+        return _service_top(args)
     if not url.startswith(REDIS_SCHEMES):
         raise Refused(
             "URL must be the workers' Redis, as redis://HOST:PORT/DB (or "
-            f"rediss://, unix://) (got {url!r})"
+            "rediss://, unix://), or a service's Prometheus endpoint, as "
+            f"http://HOST:PORT/metrics (or https://) (got {url!r})"
         )
+    if args.window is not None:
+        raise Refused(f"--window: only with an http:// endpoint (got {url!r})")
+    if not args.stream:
+        raise Refused("--stream NAME is required with a Redis URL: the work stream")
+    return _fleet_top(args)
+
+
+def _cannot_read(url: str, exc: BaseException) -> int:
+    print(
+        f"event-collector top: cannot read {display_url(url)}: {exc}", file=sys.stderr
+    )
+    return 1
+
+
+def _fleet_top(args: argparse.Namespace) -> int:
+    url: str = args.url
     require_redis("top")
     require("rich", feature="event-collector top")
     import redis
+    from rich.text import Text
 
     from .redis._fleet import read_fleet
 
@@ -207,60 +285,73 @@ def top_command(args: argparse.Namespace) -> int:
     def frame() -> RenderableType:
         return render_fleet(read_fleet(client, args.stream, **options), url=url)
 
+    def live_frame() -> RenderableType:
+        try:
+            return frame()
+        except (redis.RedisError, OSError) as exc:
+            return Text(
+                f"cannot read {display_url(url)}: {exc}; trying again every "
+                f"{args.interval:g} s",
+                style="bold red",
+            )
+
     try:
         if args.once:
             try:
                 console.print(frame())
             except (redis.RedisError, OSError) as exc:
-                print(
-                    f"event-collector top: cannot read {display_url(url)}: {exc}",
-                    file=sys.stderr,
-                )
-                return 1
+                return _cannot_read(url, exc)
             return 0
-        _watch(console, frame, client, url, args.interval)
+        with Interrupts() as interrupts:
+            watch(console, live_frame, args.interval, interrupts)
         return 0
     finally:
         client.close()
 
 
-def _watch(
-    console: Any,
-    frame: Callable[[], RenderableType],
-    client: redis.Redis,
-    url: str,
-    interval: float,
-) -> None:
-    """Redraw ``frame()`` in place every ``interval`` seconds until SIGINT
-    or SIGTERM."""
-    import redis
-    from rich.live import Live
+def _service_top(args: argparse.Namespace) -> int:
+    url: str = args.url
+    require("rich", feature="event-collector top")
+    require_prometheus()
+    from rich.console import Group
     from rich.text import Text
 
-    stop = threading.Event()
+    window: float = DEFAULT_WINDOW if args.window is None else args.window
+    service = ServiceWatch(url, window=window, width=SPARK_WIDTH)
+    console = rich_console(sys.stdout)
 
-    def quit_(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+    def view(frame: ServiceFrame) -> RenderableType:
+        return render_service(frame, service.history, window=window, width=SPARK_WIDTH)
 
-    # A flag rather than KeyboardInterrupt: Ctrl-C ends the loop between two
-    # reads, so it never leaves a traceback or a half-drawn frame.
-    previous = {
-        signum: signal.signal(signum, quit_)
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        with Live(console=console, auto_refresh=False, transient=False) as live:
-            while not stop.is_set():
-                try:
-                    view = frame()
-                except (redis.RedisError, OSError) as exc:
-                    view = Text(
-                        f"cannot read {display_url(url)}: {exc}; trying again "
-                        f"every {interval:g} s",
-                        style="bold red",
-                    )
-                live.update(view, refresh=True)
-                stop.wait(interval)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    if args.once:
+        try:
+            console.print(view(service.poll()))
+        except ScrapeError as exc:
+            return _cannot_read(url, exc)
+        return 0
+    with Interrupts() as interrupts:
+        # The first read decides: a wrong URL is an error at once. Later
+        # ones may fail while the service restarts: the view waits for it.
+        try:
+            ok, first = interrupts.call(service.poll)
+        except ScrapeError as exc:
+            return _cannot_read(url, exc)
+        if not ok or first is None:
+            return 0
+        last = view(first)
+
+        def frame() -> RenderableType:
+            nonlocal last
+            try:
+                last = view(service.poll())
+            except ScrapeError as exc:
+                problem = Text(
+                    f"cannot read {display_url(url)}: {exc}; trying again every "
+                    f"{args.interval:g} s (below: the last frame read)",
+                    style="bold red",
+                )
+                return Group(problem, last)
+            return last
+
+        watch(console, frame, args.interval, interrupts, first=last)
+    return 0
