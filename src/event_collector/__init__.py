@@ -30,6 +30,7 @@ from .exceptions import (
     Superseded,
 )
 from .flow import DeadLettered, RateLimit, Retry
+from .health import Health
 from .messagebus import BusEvent, BusEventQueue, Command, Message, MessageBus
 from .publisher import CollectorEvent, EventPublisher, QueueType
 from .queue import (
@@ -66,6 +67,7 @@ __all__ = [
     "EventLost",
     "EventObserver",
     "EventPublisher",
+    "Health",
     "InitializedQueue",
     "LifecycleManager",
     "Load",

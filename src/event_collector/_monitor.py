@@ -5,13 +5,18 @@ average and the two rate meters, and asks ``_autoscale.next_pool_size``
 how many consumers to run. While the queue is idle it sleeps without a
 timer until the next put (or, above the pool's floor, looks again every
 :data:`IDLE_SHRINK_INTERVAL` so that the pool can shrink).
+
+It also measures the event loop's lag: how late it wakes from each timed
+sleep (the wake-up's loop time minus the one it asked for), kept in its
+:class:`MonitorProbe` for ``CollectorQueue.health()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._autoscale import load_ratio, next_pool_size
 
@@ -21,11 +26,126 @@ if TYPE_CHECKING:
     from ._log import Logger
     from ._measure import Measurement
 
-__all__ = ["IDLE_SHRINK_INTERVAL", "Monitor"]
+__all__ = [
+    "IDLE_SHRINK_INTERVAL",
+    "LAG_PERIOD",
+    "STALL_FLOOR",
+    "STALL_INTERVALS",
+    "Monitor",
+    "MonitorProbe",
+    "probe_of",
+]
 
 IDLE_SHRINK_INTERVAL: float = 1.0
 """Seconds between two looks of the monitor at an idle pool that is still
 above its minimum (the pool shrinks as the arrival rate decays)."""
+
+LAG_PERIOD: float = 10.0
+"""Seconds of one period of the peak lag: the peak covers the current period
+and the one before, so the last 10 to 20 seconds."""
+
+STALL_INTERVALS: float = 100.0
+"""A monitor later than ``max(STALL_FLOOR, STALL_INTERVALS x interval)``
+seconds past the wake-up it asked for counts as stalled (not alive)."""
+
+STALL_FLOOR: float = 10.0
+"""The least lateness, in seconds, that counts as a stall (see
+:data:`STALL_INTERVALS`)."""
+
+
+class MonitorProbe:
+    """What the monitor tells of itself: its task, when it means to wake, and
+    the loop lag it measured. Written on the loop; read from any thread.
+
+    Times are the event loop's (``loop.time()``), in seconds.
+    """
+
+    __slots__ = (
+        "_period",
+        "_period_peak",
+        "_previous_peak",
+        "deadline",
+        "lag",
+        "loop_time",
+        "stall_after",
+        "task",
+    )
+
+    def __init__(self, interval: float) -> None:
+        self.task: weakref.ref[asyncio.Task[Any]] | None = None
+        """The monitor's task, once it runs."""
+        self.loop_time: Callable[[], float] | None = None
+        """The clock of the monitor's loop (``loop.time``), once it runs."""
+        self.deadline: float | None = None
+        """When the monitor asked to wake, or ``None`` while it runs, sleeps
+        without a timer (an idle queue: until the next put) or has ended."""
+        self.lag = 0.0
+        """Seconds the last timed wake-up came late (0.0 before the first)."""
+        self.stall_after = max(STALL_FLOOR, STALL_INTERVALS * interval)
+        """Seconds past its deadline after which the monitor is stalled."""
+        self._period = -2
+        self._period_peak = 0.0
+        self._previous_peak = 0.0
+
+    def woke(self, now: float) -> None:
+        """The monitor woke from a timed sleep at loop time ``now``."""
+        deadline = self.deadline
+        self.deadline = None
+        if deadline is None:
+            return
+        # A timer may fire up to the loop's clock resolution early.
+        lag = self.lag = max(0.0, now - deadline)
+        period = int(now // LAG_PERIOD)
+        if period != self._period:
+            self._previous_peak = (
+                self._period_peak if period == self._period + 1 else 0.0
+            )
+            self._period_peak = 0.0
+            self._period = period
+        if lag > self._period_peak:
+            self._period_peak = lag
+
+    def overdue(self, now: float) -> float:
+        """Seconds the monitor is late now (0 unless a timed sleep of it is
+        past its deadline: the loop is blocked, or was until now)."""
+        deadline = self.deadline
+        return 0.0 if deadline is None or now <= deadline else now - deadline
+
+    def peak(self, now: float) -> float:
+        """The highest lag measured in the current and the previous
+        :data:`LAG_PERIOD` (0.0 when none was)."""
+        period = int(now // LAG_PERIOD)
+        if period == self._period:
+            return max(self._period_peak, self._previous_peak)
+        if period == self._period + 1:
+            return self._period_peak
+        return 0.0
+
+    def alive(self, now: float) -> bool:
+        """Whether the monitor's task runs and is not stalled. A monitor
+        built but not run yet counts: its task is made with it, at the
+        start, and runs on the loop's next turn (the caller knows whether
+        the queue has started)."""
+        ref = self.task
+        if ref is None:
+            return True
+        task = ref()
+        if task is None or task.done():
+            return False
+        return self.overdue(now) <= self.stall_after
+
+
+# The probe of each pool's monitor, for the queue's health(): the engine
+# builds the monitor in its task's factory and keeps no reference to it.
+# Weak keys: the probe does not hold the pool, so the entry goes with it.
+_probes: weakref.WeakKeyDictionary[ConsumerPool, MonitorProbe] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def probe_of(pool: ConsumerPool) -> MonitorProbe | None:
+    """The probe of ``pool``'s monitor, or ``None`` before it is built."""
+    return _probes.get(pool)
 
 
 class Monitor:
@@ -74,11 +194,26 @@ class Monitor:
         self._interval = interval
         self._wip_margin = wip_margin
         self._log = log
+        self.probe = MonitorProbe(interval)
+        """Its task, its next wake-up and the loop lag, for the health."""
+        _probes[pool] = self.probe
 
     async def run(self) -> None:
         """Look every ``interval`` seconds while there is work; sleep until
         the next put while the queue is idle."""
+        probe = self.probe
+        task = asyncio.current_task()
+        probe.task = None if task is None else weakref.ref(task)
+        probe.loop_time = asyncio.get_running_loop().time
+        try:
+            await self._run()
+        finally:
+            # Cancelled (or failed) in a timed sleep: it is not late, it is gone.
+            probe.deadline = None
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        loop_time, probe = loop.time, self.probe
         queue, pool, clock = self._queue, self._pool, self._clock
         backlog, measurement = self._backlog, self._measurement
         load_average = measurement.meters.load_average
@@ -102,13 +237,19 @@ class Monitor:
                 if pool.size <= floor:
                     await waiter
                 else:
+                    probe.deadline = loop_time() + IDLE_SHRINK_INTERVAL
                     await asyncio.wait((waiter,), timeout=IDLE_SHRINK_INTERVAL)
-                    if queue.put_waiter is waiter:
+                    if queue.put_waiter is waiter:  # the timeout woke it
                         queue.put_waiter = None
+                        probe.woke(loop_time())
+                    else:  # a put did, before its time: no lag to read
+                        probe.deadline = None
                 # Nothing was queued or handled while we slept: load 0.
                 load_average.add(0.0, clock())
             else:
+                probe.deadline = loop_time() + self._interval
                 await asyncio.sleep(self._interval)
+                probe.woke(loop_time())
 
     def _grow_spares(self, monitor: asyncio.Task[object] | None, count: int) -> None:
         # Not if the monitor was cancelled meanwhile: when asyncio.run ends,

@@ -120,6 +120,19 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
         "wip",
     ),
 )
+# (metric name without prefix, help text, Health field): read at each scrape.
+_LAG_GAUGES: tuple[tuple[str, str, str], ...] = (
+    (
+        "loop_lag_seconds",
+        "How late the event loop last woke the queue's monitor, in seconds.",
+        "loop_lag",
+    ),
+    (
+        "loop_lag_max_seconds",
+        "Highest event-loop lag over the last 10 to 20 seconds, in seconds.",
+        "loop_lag_max",
+    ),
+)
 _SERVICE = "service_time_seconds"
 _WAIT = "wait_time_seconds"
 _EVENTS = "events_processed"
@@ -168,7 +181,7 @@ def _check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
 def _families() -> dict[str, Metric]:
     """Empty metric families, by name, in exposition order."""
     families: dict[str, Metric] = {}
-    for name, text, _ in _GAUGES:
+    for name, text, _ in (*_GAUGES, *_LAG_GAUGES):
         families[name] = GaugeMetricFamily(METRIC_PREFIX + name, text, labels=["queue"])
     families[_SERVICE] = HistogramMetricFamily(
         METRIC_PREFIX + _SERVICE,
@@ -255,13 +268,19 @@ class QueueCollector:
 
     def add_samples(self, families: dict[str, Metric]) -> None:
         """Add this queue's samples to ``families`` (made by a registry's
-        exporter); the gauges come from ``queue.get_metrics()`` now."""
+        exporter); the gauges come from ``queue.get_metrics()`` and
+        ``queue.health()`` now."""
         metrics: Metrics = self.queue.get_metrics()
         labels = [self.name]
         for name, _, field in _GAUGES:
             family = families[name]
             assert isinstance(family, GaugeMetricFamily)
             family.add_metric(labels, float(getattr(metrics, field)))
+        health = self.queue.health()
+        for name, _, field in _LAG_GAUGES:
+            family = families[name]
+            assert isinstance(family, GaugeMetricFamily)
+            family.add_metric(labels, float(getattr(health, field)))
         with self._lock:
             service = self._service.cumulative()
             wait = self._wait.cumulative()
@@ -322,6 +341,11 @@ def instrument(
       ``_load``, ``_average_load``, ``_arrival_rate``, ``_departure_rate``
       (events/s), ``_mean_service_time_seconds``,
       ``_mean_wait_time_seconds``, ``_work_in_progress``;
+    - gauges read from ``queue.health()`` at each scrape: the event-loop lag
+      ``event_collector_loop_lag_seconds`` (how late the loop last woke the
+      queue's monitor) and ``event_collector_loop_lag_max_seconds`` (the
+      highest over the last 10 to 20 seconds, which a scrape every 15
+      seconds does not miss);
     - histograms ``event_collector_service_time_seconds`` and
       ``event_collector_wait_time_seconds`` of every answered event;
     - counters ``event_collector_events_processed_total`` and

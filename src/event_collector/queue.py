@@ -21,6 +21,7 @@ from . import messagebus as bus
 from ._compat import TypeAliasType
 from ._config import check_bool, check_int, check_number
 from ._engine import Engine
+from ._health import Health, read_health
 from ._log import Logger, get_logger
 from ._models import DEFAULT_PRIORITY, Load, Metrics, QueueState, QueueType
 from .collector import Collector, _check_collectors
@@ -128,8 +129,8 @@ class CollectorQueue:
     """A queue whose consumer pool grows and shrinks with the load.
 
     Use it as an async context manager, or call :meth:`init_queue` and
-    :meth:`shut_down_queue`. Every argument is checked here;
-    a wrong one raises :class:`~event_collector.exceptions.ConfigError` naming it.
+    :meth:`shut_down_queue`. Every argument is checked here; a wrong one
+    raises :class:`~event_collector.exceptions.ConfigError` naming it.
 
     :param maxsize: bound on queued events (0: unbounded). With a bound,
         ``send`` waits for room and ``send_nowait`` raises ``QueueFull``.
@@ -170,8 +171,7 @@ class CollectorQueue:
         logger; ``False`` writes nothing at all."""
         self._log: Logger = get_logger(self.logging, queue=f"{id(self):x}")
 
-        collector_list = _check_collectors(collectors)
-        self.collectors: list[Collector] = collector_list
+        self.collectors: list[Collector] = _check_collectors(collectors)
         """The collectors, instantiated where a class was given."""
         _check_router(router)
         self.router: type[Router] = router
@@ -309,8 +309,7 @@ class CollectorQueue:
         """``created``, ``starting``, ``running``, ``closing`` or ``closed``
         (a :class:`QueueState`, equal to those strings).
 
-        A queue whose event loop ended without a shutdown reads ``closed``.
-        """
+        A queue whose event loop ended without a shutdown reads ``closed``."""
         life = self._life
         life.check_loop()
         return life.state
@@ -325,13 +324,16 @@ class CollectorQueue:
 
         Safe from any thread (a Prometheus exporter's, say): called outside
         the queue's event loop, the measurement runs on the loop, so it never
-        races the monitor; if the loop does not answer within
-        a second (it is blocked), the
-        snapshot is read from here without touching the queue's state.
-        """
+        races the monitor; if the loop does not answer within a second (it is
+        blocked), the snapshot is read here without touching the queue's state."""
         return self._measurement.snapshot_from_any_thread(
             self._life.loop, self._engine.loop_thread, _CROSS_THREAD_METRICS_TIMEOUT
         )
+
+    def health(self) -> Health:
+        """The queue's :class:`~event_collector.health.Health` now (status,
+        loop lag, monitor, oldest event). Never waits; safe from any thread."""
+        return read_health(self.state, self._engine, self._clock)
 
     def add_event_observer(self, observer: EventObserver) -> None:
         """Call ``observer(event)`` each time an event is answered, however
@@ -356,8 +358,7 @@ class CollectorQueue:
         the start is cancelled (``asyncio.timeout`` around it, say) while an
         ``InitializedQueue`` handler runs, the queue shuts down at once, as
         for a cancelled :meth:`shut_down_queue`, before the cancellation
-        propagates: nothing is left running and every event is answered.
-        """
+        propagates: nothing is left running and every event is answered."""
         await self._life.start()
 
     def request_shutdown(self) -> asyncio.Task[None]:
@@ -368,8 +369,7 @@ class CollectorQueue:
         same task. To stop on SIGTERM, stop the senders first and let the
         queue shut down after them (see the shutdown guide): a signal
         handler that shuts the queue down while its senders go on makes
-        their next ``send`` raise ``QueueClosed``.
-        """
+        their next ``send`` raise ``QueueClosed``."""
         return self._life.request()
 
     async def shut_down_queue(self) -> None:
@@ -390,8 +390,7 @@ class CollectorQueue:
         shutdown and returns at once: waiting there would wait on itself.
         Cancelling the caller (or ``asyncio.timeout`` around it) propagates
         at once and turns the rest of the shutdown into an immediate one: the
-        drain is cut short and the remaining steps still run.
-        """
+        drain is cut short and the remaining steps still run."""
         await self._life.shut_down()
 
     async def __aenter__(self) -> CollectorQueue:
