@@ -137,7 +137,12 @@ class EventPublisher:
         """
         # The common case (a plain value, no priority) is inlined: send is
         # the hot path of every publisher (benchmark: throughput).
-        if priority is None and ordering_key is None and not isinstance(value, Payload):
+        if (
+            priority is None
+            and ordering_key is None
+            and not supersede
+            and not isinstance(value, Payload)
+        ):
             event = CollectorEvent(value, self._default_priority, self._clock())
         else:
             event = self._make_event(value, priority, ordering_key, supersede)
