@@ -114,7 +114,7 @@ def test_retry_retries_only_what_it_names() -> None:
         (lambda: Retry(attempts=0), "attempts"),
         (lambda: Retry(backoff=-1), "backoff"),
         (lambda: Retry(max_backoff=0), "max_backoff"),
-        (lambda: Retry(on=("ValueError",)), "on"),
+        (lambda: Retry(on=("ValueError",)), "on"),  # type: ignore[arg-type]
         (lambda: Collector("c", _echo, concurrency=0), "concurrency"),
         (lambda: Collector("c", _echo, rate_limit=50), "rate_limit"),  # type: ignore[arg-type]
         (lambda: Collector("c", _echo, retry=3), "retry"),  # type: ignore[arg-type]
@@ -153,7 +153,7 @@ async def _batch_len(payloads: list[Payload[Any]], ctx: Context) -> list[int]:
 
 @pytest.mark.looptime
 async def test_events_of_a_key_run_one_at_a_time_in_send_order() -> None:
-    log: list[tuple[str, Any, str]] = []
+    log: list[tuple[str, Any, Any]] = []
 
     async def handler(payload: Payload[Any], ctx: Context) -> Any:
         key = payload.ordering_key

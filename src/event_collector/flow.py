@@ -158,7 +158,10 @@ class Retry:
         backoff: float = 0.1,
         max_backoff: float = 30.0,
         jitter: bool = True,
-        on: Iterable[type[BaseException]] = (ConnectionError, TimeoutError),
+        on: type[BaseException] | Iterable[type[BaseException]] = (
+            ConnectionError,
+            TimeoutError,
+        ),
     ) -> None:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ConfigError(
