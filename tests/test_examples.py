@@ -393,6 +393,30 @@ def test_doc_program_runs_and_prints_what_its_page_shows(
         assert proc.stdout == shown
 
 
+def test_flow_control_guide_runs_a_program_for_each_feature() -> None:
+    """Every program of the flow-control page shows its output (so the
+    test above compares it), and each feature has one at work."""
+    programs = [
+        p.values for p in doc_programs() if p.id.startswith("guide/flow-control.rst:")
+    ]
+    assert len(programs) >= 8
+    assert all(shown is not None for _, shown in programs)
+    sources = [source for source, _ in programs]
+    for feature in (
+        "ordering_key=",
+        "supersede=True",
+        "concurrency=",
+        "RateLimit(",
+        "Retry(",
+        "RetryAfter(",
+        "add_msg_handler(DeadLettered",
+        "BatchCollector(",
+        "consumer_shutdown_timeout=",
+        "get_metrics()",
+    ):
+        assert any(feature in source for source in sources), feature
+
+
 def test_getting_started_first_queue_prints_only_its_results(tmp_path: Path) -> None:
     first = doc_programs_of("getting-started.rst")[0]
     assert "max_consumers=200" in first
