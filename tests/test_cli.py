@@ -17,6 +17,7 @@ import pytest
 
 import event_collector.cli
 from event_collector import __version__
+from event_collector._demo_flow import FLOW_KEYS, alert_limit
 from event_collector._demo_output import LiveView, plot_format, print_summary
 from event_collector.cli import (
     DEMO_METRICS_WARMUP_INTERVAL,
@@ -29,6 +30,7 @@ from event_collector.cli import (
     profile_rate,
     run_demo,
 )
+from event_collector.demo import FlowStats
 from event_collector.queue import Metrics
 
 METRIC_FIELDS = {
@@ -222,6 +224,69 @@ async def test_run_demo_measures_the_queue_delay() -> None:
         assert sample.queue_delay == pytest.approx(m.wait_time - m.service_time)
         assert sample.queue_delay > 0.0
         assert sample.as_dict()["queue_delay"] == sample.queue_delay
+
+
+@pytest.mark.slow
+async def test_flow_profile_keeps_each_device_in_order_under_its_rate_limit() -> None:
+    """The flow profile: readings of each device one at a time and in send
+    order, alerts never faster than their limit, and the pool sized by what
+    can run, not by the held-back work."""
+    config = DemoConfig(
+        profile="flow",
+        rate=400.0,
+        latency=0.1,
+        spread=0.02,
+        duration=1.5,
+        interval=0.25,
+        seed=4,
+    )
+    report = await run_demo(config)
+    flow = report.flow
+    assert flow is not None
+    assert report.answered == report.sent > 0
+    assert report.cancelled == 0
+    # Each event went to one collector, once.
+    assert flow.readings + flow.alerts == report.sent
+    assert flow.readings > 0
+    assert flow.alerts > 0
+    assert flow.keys == FLOW_KEYS
+    assert flow.out_of_order == 0
+    assert flow.most_per_key == 1
+    # A bucket of one token gaining `limit` a second: the first call, and
+    # one per 1/limit seconds after it.
+    assert flow.alert_limit == alert_limit(400.0) == 20.0
+    assert flow.alerts <= 1 + flow.alert_limit * report.elapsed
+    # 400 events/s of 100 ms need some 40 consumers; over 20 keys, at most
+    # 20 readings run, and a couple of alerts: the rest is held back.
+    assert report.peak("consumers") <= FLOW_KEYS + 10
+    held = [s.held for s in report.samples]
+    assert all(h is not None and h >= 0 for h in held)
+    assert max(h or 0 for h in held) > 0
+    for sample in report.samples:
+        figures = sample.as_dict()
+        assert figures["held"] == sample.held
+        assert figures["limited_rate"] == sample.limited_rate
+        assert sample.limited_rate is not None
+        assert sample.limited_rate >= 0
+
+
+def test_other_profiles_have_no_flow_figures() -> None:
+    sample = Sample(t=1.0, offered_rate=1.0, sent=1, metrics=make_metrics())
+    assert sample.held is None
+    assert sample.limited_rate is None
+    assert not {"held", "limited_rate"} & set(sample.as_dict())
+    assert make_report(DemoConfig()).flow is None
+
+
+def test_the_flow_profile_is_a_demo_choice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert PROFILES["flow"] is PROFILES["burst"]  # the same load shape
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "{burst,flow,ramp,steady,wave}" in help_text
+    assert "flow: the burst load as readings of 20 devices" in help_text
 
 
 ANSI_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -507,6 +572,50 @@ def test_summary_says_what_its_figures_measure() -> None:
         "mean 50 / p50 20 / p95 140 / max 140 ms"
     ]
     assert rows["wait (send → answer)"] == ["mean 150 / p50 120 / p95 240 / max 240 ms"]
+
+
+def test_the_flow_profile_shows_what_it_holds_back() -> None:
+    from rich.console import Console
+
+    console = Console(record=True, file=io.StringIO(), width=120)
+    config = DemoConfig(profile="flow", rate=300.0, duration=10.0)
+    samples = [
+        Sample(
+            t=t,
+            offered_rate=300.0,
+            sent=0,
+            metrics=make_metrics(qsize=1),
+            held=held,
+            limited_rate=rate,
+        )
+        for t, held, rate in ((4.0, 120, 16.0), (5.0, 40, 15.0))
+    ]
+    with LiveView(config, console) as view:
+        for sample in samples:
+            view.update(sample)
+    rows = table_rows(console.export_text())
+    assert rows["held back (key, rate limit)"] == ["40", "120"]
+    assert rows["alert calls (limit 15/s)"] == ["15.0/s", "16.0/s"]
+
+    stats = FlowStats(
+        keys=20,
+        readings=900,
+        out_of_order=0,
+        most_per_key=1,
+        alert_limit=15.0,
+        alerts=100,
+        peak_alert_rate=16.0,
+    )
+    console = Console(record=True, file=io.StringIO(), width=200)
+    print_summary(make_report(config, samples=samples, flow=stats), console)
+    rows = table_rows(console.export_text())
+    assert rows["ordering keys"] == [
+        "20 devices, 900 readings: at most 1 of a device at once, 0 out of order"
+    ]
+    assert rows["rate-limited collector"] == [
+        "alert, limit 15/s: 100 calls, at most 16.0/s between two samples"
+    ]
+    assert rows["peak held back (key, rate limit)"] == ["120"]
 
 
 # -- what goes wrong -----------------------------------------------------------

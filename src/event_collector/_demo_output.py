@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ._demo_flow import alert_limit
 from .demo import (
     DEMO_EVENT_WINDOW,
     DEMO_METRICS_WARMUP_INTERVAL,
@@ -55,6 +56,7 @@ DEPARTURE_RATE = f"departure rate ({DEMO_METRICS_WINDOW:g} s avg)"
 QUEUE_DELAY = "queue delay (send → start)"
 SERVICE_TIME = "service time (handler)"
 WAIT_TIME = "wait (send → answer)"
+HELD = "held back (key, rate limit)"
 
 
 class MissingExtra(Exception):
@@ -149,6 +151,7 @@ class LiveView:
                 ("consumers", m.consumers, "{:.0f}"),
                 ("busy", m.busy, "{:.0f}"),
                 ("queue size", m.qsize, "{:.0f}"),
+                *_flow_rows(sample, self._config),
                 ("load", m.load, "{:.2f}"),
                 ("average load", m.avg_load, "{:.2f}"),
                 ("wip (Little's law)", m.wip, "{:.1f}"),
@@ -160,6 +163,14 @@ class LiveView:
                 table.add_row(name, fmt.format(value), fmt.format(peak))
             table.add_row("sent / answered", f"{sample.sent} / {m.event_count}", "")
         return Group(table, self._progress)
+
+
+def _flow_rows(sample: Sample, config: DemoConfig) -> list[tuple[str, float, str]]:
+    """The live view's rows of the ``flow`` profile (none for the others)."""
+    if sample.held is None or sample.limited_rate is None:
+        return []
+    limit = f"alert calls (limit {alert_limit(config.rate):g}/s)"
+    return [(HELD, sample.held, "{:.0f}"), (limit, sample.limited_rate, "{:.1f}/s")]
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -210,6 +221,29 @@ def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
         (f"{SERVICE_TIME}: mean", _ms(_mean(report.service_times))),
         (QUEUE_DELAY, _spread(report.queue_delays)),
         (WAIT_TIME, _spread(report.wait_times)),
+        *_flow_summary(report),
+    ]
+
+
+def _flow_summary(report: DemoReport) -> list[tuple[str, str]]:
+    """The summary's rows of the ``flow`` profile (none for the others)."""
+    flow = report.flow
+    if flow is None:
+        return []
+    held = max((s.held or 0 for s in report.samples), default=0)
+    return [
+        (
+            "ordering keys",
+            f"{flow.keys} devices, {flow.readings} readings: at most "
+            f"{flow.most_per_key} of a device at once, {flow.out_of_order} "
+            "out of order",
+        ),
+        (
+            "rate-limited collector",
+            f"alert, limit {flow.alert_limit:g}/s: {flow.alerts} calls, "
+            f"at most {flow.peak_alert_rate:.1f}/s between two samples",
+        ),
+        (f"peak {HELD}", str(held)),
     ]
 
 
@@ -275,6 +309,8 @@ def write_plot(report: DemoReport, path: str | Path) -> None:
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     top.step(t, [s.metrics.consumers for s in samples], where="post", label="consumers")
     top.plot(t, [s.metrics.qsize for s in samples], color="tab:red", label="queue size")
+    if report.flow is not None:
+        top.plot(t, [s.held or 0 for s in samples], color="tab:purple", label=HELD)
     top.set_ylabel("consumers, events queued")
     top.set_ylim(bottom=0)
     rates = top.twinx()

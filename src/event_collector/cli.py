@@ -94,6 +94,8 @@ _PROFILE_HELP = {
     "of the run",
     "ramp": "rises linearly from 10%% to 100%% of the peak",
     "wave": "two sine periods between 10%% and 100%% of the peak",
+    "flow": "the burst load as readings of 20 devices, each device an ordering "
+    "key, and 10%% alerts to a collector rate-limited to half their peak rate",
 }
 
 

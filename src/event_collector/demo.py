@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._demo_flow import FLOW_PROFILE, FlowLoad, FlowStats
 from ._measure import metrics_json_fields
 from .collector import Collector
 from .data import Context, Error, Payload
@@ -42,6 +43,7 @@ __all__ = [
     "PROFILES",
     "DemoConfig",
     "DemoReport",
+    "FlowStats",
     "Sample",
     "SimulatedFailure",
     "arrival_times",
@@ -97,9 +99,11 @@ PROFILES: dict[str, Callable[[float], float]] = {
     "burst": _burst,
     "ramp": _ramp,
     "wave": _wave,
+    FLOW_PROFILE: _burst,
 }
 """Load profiles by name: each maps the elapsed fraction of the run (0 to 1)
-to the fraction of the peak rate offered at that moment."""
+to the fraction of the peak rate offered at that moment (``flow``: the
+``burst`` load on ordering keys and a rate-limited collector)."""
 
 
 def profile_rate(
@@ -185,15 +189,27 @@ class Sample:
     ``metrics.wait_time`` and ``metrics.service_time``; 0 during the first
     :data:`DEMO_METRICS_WARMUP_INTERVAL` seconds, like the queue's own
     averages."""
+    held: int | None = None
+    """The ``flow`` profile's held-back events: sent, not answered, and
+    neither queued nor running (waiting behind an earlier event of their
+    ordering key, or for the rate limit); ``None`` for other profiles."""
+    limited_rate: float | None = None
+    """The ``flow`` profile's calls per second of the rate-limited
+    collector since the previous sample; ``None`` for other profiles."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The sample as a flat JSON-ready mapping."""
+        """The sample as a flat JSON-ready mapping (with ``held`` and
+        ``limited_rate`` for the ``flow`` profile)."""
         fields = metrics_json_fields(self.metrics)
+        flow: dict[str, Any] = {}
+        if self.held is not None:
+            flow = {"held": self.held, "limited_rate": self.limited_rate}
         return {
             "t": round(self.t, 6),
             "offered_rate": self.offered_rate,
             "sent": self.sent,
             "queue_delay": self.queue_delay,
+            **flow,
             **fields,
         }
 
@@ -222,6 +238,8 @@ class DemoReport:
     queue_delays: list[float] = dataclasses.field(default_factory=list)
     """Send-to-start seconds (time spent queued) of each event handled by a
     consumer, in the order of :attr:`wait_times`."""
+    flow: FlowStats | None = None
+    """What the ``flow`` profile's handlers saw; ``None`` for the others."""
 
     @property
     def answered(self) -> int:
@@ -238,12 +256,15 @@ class SimulatedFailure(Exception):
     asks to fail."""
 
 
-async def _demo_handler(payload: Payload[Any], ctx: Context) -> float:
-    delay, fail = payload.value
+async def _work(delay: float, fail: bool) -> float:
     await asyncio.sleep(delay)
     if fail:
         raise SimulatedFailure(f"simulated failure after {delay:.3f} s")
     return float(delay)
+
+
+async def _demo_handler(payload: Payload[Any], ctx: Context) -> float:
+    return await _work(*payload.value)
 
 
 async def run_demo(
@@ -260,8 +281,13 @@ async def run_demo(
     event's result is read.
     """
     loop = asyncio.get_running_loop()
+    flow = (
+        FlowLoad(config.rate, config.seed, _work)
+        if config.profile == FLOW_PROFILE
+        else None
+    )
     queue = CollectorQueue(
-        [Collector("demo", _demo_handler)],
+        [Collector("demo", _demo_handler)] if flow is None else flow.collectors(),
         min_consumers=config.min_consumers,
         max_consumers=config.max_consumers,
         avg_load_interval=DEMO_AVG_LOAD_INTERVAL,
@@ -281,7 +307,11 @@ async def run_demo(
         maxlen=DEMO_EVENT_WINDOW
     )
 
+    answered = 0  # events answered, for the flow profile's held-back count
+
     def observe(event: CollectorEvent[Any]) -> None:
+        nonlocal answered
+        answered += 1
         if event.started_at is not None:
             recent_delays.append(event.started_at - event.sent_at)
 
@@ -306,7 +336,10 @@ async def run_demo(
                     0.0, config.latency + config.spread * (2.0 * rng.random() - 1.0)
                 )
                 fail = rng.random() < config.error_rate
-                events.append(publisher.send_nowait((handler_time, fail)))
+                value: Any = (handler_time, fail)
+                if flow is not None:
+                    value = flow.payload(handler_time, fail)
+                events.append(publisher.send_nowait(value))
 
         async def take_samples() -> None:
             k = 1
@@ -317,16 +350,24 @@ async def run_demo(
                     await asyncio.sleep(delay)
                 t = due - start
                 warm = t >= DEMO_METRICS_WARMUP_INTERVAL and len(recent_delays) > 0
+                metrics = queue.get_metrics()
+                held, limited_rate = (
+                    (None, None)
+                    if flow is None
+                    else flow.sample(t, len(events) - answered, metrics)
+                )
                 sample = Sample(
                     t=t,
                     offered_rate=profile_rate(
                         config.profile, t, rate=config.rate, duration=config.duration
                     ),
                     sent=len(events),
-                    metrics=queue.get_metrics(),
+                    metrics=metrics,
                     queue_delay=(
                         math.fsum(recent_delays) / len(recent_delays) if warm else 0.0
                     ),
+                    held=held,
+                    limited_rate=limited_rate,
                 )
                 samples.append(sample)
                 if on_sample is not None:
@@ -369,4 +410,5 @@ async def run_demo(
         wait_times=wait_times,
         service_times=service_times,
         queue_delays=queue_delays,
+        flow=None if flow is None else flow.stats(),
     )
