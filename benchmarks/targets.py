@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from event_collector import Ok
 
-from . import baselines, library, redis_bench
+from . import baselines, flow, library, redis_bench
 from ._loops import LoopFactory, run, run_counting_gc
 
 __all__ = ["FULL", "QUICK", "TARGETS", "Sizes", "Target", "Verdict", "percentile"]
@@ -49,6 +49,12 @@ class Sizes:
     redis_events: int = 50_000  # per full-speed run of the redis target
     redis_half_load_events: int = 20_000
     redis_peer_events: int = 5000  # 0: the peers are not measured
+    flow_events: int = 50_000  # per run of an unused-features side
+    flow_pairs: int = 10  # pairs of runs (base, checkout) per round
+    flow_keyed_events: int = 100_000
+    flow_keys: int = 1000
+    flow_burst_events: int = 1000
+    flow_burst_latency: float = 0.001  # seconds per handler
 
 
 FULL = Sizes()
@@ -63,6 +69,10 @@ QUICK = Sizes(
     redis_events=3000,
     redis_half_load_events=1000,
     redis_peer_events=0,
+    flow_events=20_000,
+    flow_pairs=2,
+    flow_keyed_events=20_000,
+    flow_burst_events=200,
 )
 
 
@@ -382,6 +392,16 @@ TARGETS: dict[str, Target] = {
             "events/s",
             redis_bench.measure,
             redis_bench.judge,
+        ),
+        Target(
+            "flow",
+            "9. flow control: unused, 1000 keys, a one-key burst",
+            ">= 0.95x before flow control; keyed >= 0.7x; burst on 1 consumer",
+            "base_events_per_s",
+            "head_events_per_s",
+            "events/s",
+            flow.measure,
+            flow.judge,
         ),
     )
 }

@@ -30,6 +30,11 @@ TINY = dataclasses.replace(
     burst_max_consumers=80,
     burst_consumers_goal=20,
     latency_events=40,
+    flow_events=300,
+    flow_pairs=1,
+    flow_keyed_events=300,
+    flow_keys=30,
+    flow_burst_events=20,
 )
 
 RATE_KEYS = {
@@ -79,6 +84,31 @@ MEDIAN_KEYS = {
         "peers_measured",
         "redis_version",
     },
+    "flow": {
+        "base_measured",
+        "base_events_per_s",
+        "head_events_per_s",
+        "unused_ratio",
+        "unused_cpu_ratio",
+        "unkeyed_events_per_s",
+        "keyed_events_per_s",
+        "keyed_ratio",
+        "keys",
+        "burst_events",
+        "burst_peak_consumers",
+        "burst_seconds",
+        "burst_x_serial",
+        "unkeyed_burst_peak_consumers",
+    },
+}
+
+# Figures a target leaves NaN when what they compare with is not there: the
+# flow target's base side in a clone without the commit before flow control.
+UNMEASURED = {
+    "flow": (
+        "base_measured",
+        {"base_events_per_s", "unused_ratio", "unused_cpu_ratio"},
+    )
 }
 
 
@@ -103,8 +133,12 @@ def test_each_target_measures_both_sides(name: str) -> None:
     assert outcome.library == outcome.medians[target.library_key]
     medians = outcome.medians
     assert set(medians) == MEDIAN_KEYS[name]
+    flag, optional = UNMEASURED.get(name, ("", set()))
     for key, value in medians.items():
-        assert math.isfinite(value), key
+        if key in optional and not medians[flag]:
+            assert math.isnan(value), key
+        else:
+            assert math.isfinite(value), key
     # The outcome carries its judge's verdict on these medians.
     verdict = Verdict(outcome.figure, outcome.verdict, outcome.met)
     assert verdict == target.judge(medians)
@@ -117,6 +151,14 @@ def test_each_target_measures_both_sides(name: str) -> None:
         assert medians["library_time_to_goal_ms"] == min(
             medians["goal_seen_by_poller_ms"], medians["goal_handlers_started_ms"]
         )
+    if name == "flow":
+        assert medians["keyed_ratio"] == pytest.approx(
+            medians["keyed_events_per_s"] / medians["unkeyed_events_per_s"]
+        )
+        # Not a timing: the events behind their key make the pool grow by
+        # nothing, where the same burst without a key grows it.
+        assert medians["burst_peak_consumers"] == 1
+        assert medians["unkeyed_burst_peak_consumers"] > 1
     if name == "latency":
         assert medians["bare_p50_ms"] <= medians["bare_p99_ms"]
         assert medians["library_p50_ms"] <= medians["library_p99_ms"]
@@ -372,3 +414,85 @@ def test_rounds_alternate_which_side_goes_first() -> None:
     fake = Target("fake", "fake", "none", "bare", "lib", "x", measure, judge)
     run_target(fake, "asyncio", TINY, repeat=4)
     assert flags == [False, True, False, True]
+
+
+def _flow_medians(**figures: float) -> dict[str, float]:
+    medians = {
+        "base_measured": 1.0,
+        "unused_ratio": 0.95,
+        "unused_cpu_ratio": 1.0,
+        "keyed_ratio": 0.7,
+        "keys": 1000.0,
+        "burst_events": 1000.0,
+        "burst_peak_consumers": 1.0,
+        "burst_x_serial": 1.1,
+        "unkeyed_burst_peak_consumers": 1000.0,
+    }
+    return medians | figures
+
+
+@pytest.mark.parametrize(
+    ("figures", "met"),
+    [
+        ({}, True),
+        ({"unused_ratio": 0.949}, False),
+        ({"keyed_ratio": 0.69}, False),
+        ({"burst_peak_consumers": 2.0}, False),
+        # Without the base, the other two parts decide.
+        ({"base_measured": 0.0, "unused_ratio": math.nan}, True),
+        ({"base_measured": 0.0, "unused_ratio": math.nan, "keyed_ratio": 0.6}, False),
+    ],
+)
+def test_flow_judge_wants_every_part(figures: dict[str, float], met: bool) -> None:
+    """Unused: >= 0.95x the code before flow control (when it was measured);
+    1000 keys: >= 0.7x unkeyed; a one-key burst: one consumer."""
+    verdict = TARGETS["flow"].judge(_flow_medians(**figures))
+    assert verdict.met is met
+
+
+def test_flow_verdict_text() -> None:
+    assert TARGETS["flow"].judge(_flow_medians()).text == (
+        "unused 0.950x 18a27f1 (CPU time: 1.000x); 1000 keys 0.70x unkeyed; "
+        "burst of 1000 on one key: 1 consumer(s) at most, 1.10x serial handler "
+        "time (unkeyed: 1000)"
+    )
+    skipped = _flow_medians(base_measured=0.0, unused_ratio=math.nan)
+    assert (
+        TARGETS["flow"]
+        .judge(skipped)
+        .text.startswith(
+            "unused: not compared (18a27f1 not in this clone); 1000 keys 0.70x"
+        )
+    )
+
+
+def test_flow_target_skips_the_base_in_a_clone_without_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shallow clone lacks the commit before flow control: that part is
+    left out, said so, and the rest is measured."""
+    import benchmarks.flow.target as flow_target
+
+    monkeypatch.setattr(flow_target, "base_source", lambda: None)
+    outcome = run_target(TARGETS["flow"], "asyncio", TINY, repeat=1)
+    medians = outcome.medians
+    assert medians["base_measured"] == 0
+    assert math.isnan(medians["base_events_per_s"])
+    assert math.isnan(medians["unused_ratio"])
+    assert medians["head_events_per_s"] > 0
+    assert medians["keyed_events_per_s"] > 0
+    assert outcome.verdict.startswith("unused: not compared")
+    assert "is not in this clone" in capsys.readouterr().err
+
+
+def test_flow_base_source_is_the_code_before_flow_control() -> None:
+    """The base side imports the commit before flow control, which has no
+    flow module; this checkout has one."""
+    from benchmarks.flow._sides import ROOT, base_source
+
+    base = base_source()
+    if base is None:
+        pytest.skip("this clone does not have the commit before flow control")
+    assert (base / "event_collector" / "queue.py").is_file()
+    assert not (base / "event_collector" / "flow.py").exists()
+    assert (ROOT / "src" / "event_collector" / "flow.py").is_file()
