@@ -235,6 +235,7 @@ async def test_a_thousand_events_of_one_key_need_one_consumer() -> None:
             peak = max(peak, queue.consumer_count())
         results = [await e for e in events]
     assert results == [[Ok(i)] for i in range(1000)]
+    assert queue._engine.inbox.put_count == 1000  # every one an arrival
     assert peak == 1
     assert max(sizes) <= 1  # only the key's head is ever queued
 
@@ -710,3 +711,32 @@ async def test_observers_and_metrics_see_each_event_once() -> None:
         metrics = queue.get_metrics()
     assert sorted(seen) == sorted(e.id for e in events)
     assert metrics.event_count == 9
+
+
+@pytest.mark.looptime
+async def test_rate_limit_holds_for_starts_delayed_by_busy_consumers() -> None:
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def rated(payload: Payload[Any], ctx: Context) -> Any:
+        starts.append(loop.time())
+        return payload.value
+
+    queue = _queue(
+        Collector("slow", _slow_echo, topics=["slow"]),
+        Collector("rated", rated, topics=["rated"], rate_limit=RateLimit(5, burst=1)),
+        autoscale=False,
+        max_consumers=1,
+    )
+    async with queue:
+        publisher = queue.get_publisher()
+        t0 = loop.time()
+        slow = await publisher.send(Payload("s", topics=["slow"]))
+        await asyncio.sleep(0)  # the one consumer is busy for a second
+        events = [await publisher.send(Payload(i, topics=["rated"])) for i in range(4)]
+        await slow
+        assert [await e for e in events] == [[Ok(i)] for i in range(4)]
+    # Released while the consumer was busy, they still start 0.2 s apart.
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    assert starts[0] - t0 >= 1.0
+    assert gaps == [0.2, 0.2, 0.2]

@@ -74,7 +74,7 @@ class FlowPool(ConsumerPool):
         plain: list[CollectorEvent[Any]] = []
         for item in events:
             if type(item) is Call:
-                item.lane.running -= 1
+                item.lane.dropped(item)
                 plain.extend(part.join.event for part in item.parts)
             else:
                 plain.append(item)

@@ -160,6 +160,8 @@ class KeyGate:
             self._advance(key, state)
 
     def _hold(self, event: KeyedEvent, supersede: bool, state: _Key | None) -> None:
+        # Accepted here, not by the queue's put: it counts as an arrival now.
+        self._inbox.put_count += 1
         if state is None:
             self._enter(event, self._inbox.push)
             return

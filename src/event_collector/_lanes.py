@@ -21,7 +21,7 @@ from ._outcome import cancelled, propagates
 from .collector import BatchCollector, Collector
 from .data import Error, Ok, Payload, ResultList, as_result
 from .exceptions import RetryAfter
-from .flow import DeadLettered, TokenBucket
+from .flow import NOISE, DeadLettered, TokenBucket
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
@@ -120,6 +120,7 @@ class Lane:
         self._batch: list[Part] = []
         self._batch_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._unstarted = 0
         self.running = 0
         """Calls released and not yet finished (queued or running)."""
         self.batch = collector if isinstance(collector, BatchCollector) else None
@@ -190,10 +191,16 @@ class Lane:
                 continue
             if limit is not None and self.running >= limit:
                 return
-            if bucket is not None and not bucket.take():
-                if self._timer is None:
-                    self._timer = self._later(bucket.wait(), self._tick)
-                return
+            if bucket is not None:
+                # A call takes its token when it starts, and a released call
+                # may wait in the queue for a consumer: each one released is
+                # promised a token, so that the starts keep to the rate.
+                promised = self._unstarted + 1
+                if bucket.tokens < promised - NOISE:
+                    if self._timer is None:
+                        self._timer = self._later(bucket.wait(promised), self._tick)
+                    return
+                self._unstarted = promised
             self.running += 1
             self._inbox.push(Call(self, [waiting.popleft()]))
 
@@ -207,6 +214,10 @@ class Lane:
         """Call the collector for ``call``'s parts; one result per part."""
         batch = self.batch
         if batch is None:
+            if self._bucket is not None:
+                self._unstarted -= 1
+                # Promised when the call was released (see _pump).
+                self._bucket.take()
             return [await self._runner(call.parts[0].payload)]
         return await _run_batch(batch, [p.payload for p in call.parts])
 
@@ -249,6 +260,12 @@ class Lane:
         del self._retry_timers[part]
         self._waiting.append(part)
         self._pump()
+
+    def dropped(self, call: Call) -> None:
+        """A released call was taken back unstarted (the shutdown)."""
+        self.running -= 1
+        if self._bucket is not None and self.batch is None:
+            self._unstarted -= 1
 
     def abandon(self, call: Call, reason: str) -> None:
         """Answer the parts of a call whose consumer was stopped in it."""
