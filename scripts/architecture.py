@@ -27,7 +27,9 @@ OUTPUT = ROOT / "docs" / "_static" / "architecture.svg"
 
 LEFT_OUT = {
     *("__main__", "cli", "_cli_common", "_worker_cli", "_worker_run", "_top_cli"),
-    *("demo", "_demo_output"),
+    *("_top_http", "_top_live", "_top_service", "_top_spark", "_top_view"),
+    *("demo", "_demo_output", "_demo_flow"),
+    *("health", "_health"),
     *("prometheus", "_prometheus_fleet", "_prometheus_registry"),
     *("_compat", "types"),
 }

@@ -17,7 +17,7 @@ from ._consumers import ConsumerPool
 from ._gate import KeyGate
 from ._lanes import Call, Join, Lane, Part
 from ._outcome import propagates
-from .collector import Collector, flow_controlled
+from .collector import Collector, _flow_controlled
 from .data import Error, Ok, Payload, ResultList
 from .exceptions import ConfigError
 from .flow import DeadLettered
@@ -187,7 +187,7 @@ def make_pool(
         router's ``handle_event`` (which calls collectors itself), or a
         transport that carries events to other processes.
     """
-    limited = [c for c in collectors if flow_controlled(c)]
+    limited = [c for c in collectors if _flow_controlled(c)]
     memory = isinstance(transport, MemoryTransport)
     pool: ConsumerPool
     if not limited:

@@ -21,7 +21,7 @@ from ._outcome import cancelled, propagates
 from .collector import BatchCollector, Collector
 from .data import Error, Ok, Payload, ResultList, as_result
 from .exceptions import RetryAfter
-from .flow import NOISE, DeadLettered, TokenBucket
+from .flow import _NOISE, DeadLettered, TokenBucket
 
 if TYPE_CHECKING:
     from ._eventqueue import EventQueue
@@ -196,7 +196,7 @@ class Lane:
                 # may wait in the queue for a consumer: each one released is
                 # promised a token, so that the starts keep to the rate.
                 promised = self._unstarted + 1
-                if bucket.tokens < promised - NOISE:
+                if bucket.tokens < promised - _NOISE:
                     if self._timer is None:
                         self._timer = self._later(bucket.wait(promised), self._tick)
                     return

@@ -215,7 +215,7 @@ def _flow_options(
     return concurrency, rate_limit, retry
 
 
-def flow_controlled(collector: Collector) -> bool:
+def _flow_controlled(collector: Collector) -> bool:
     """Whether the collector's calls go through flow control: a limit, a
     retry, or batches."""
     return isinstance(collector, BatchCollector) or (

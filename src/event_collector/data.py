@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._compat import TypeAliasType
+from ._payload_routing import NO_NAMES as _NO_NAMES
+from ._payload_routing import names as _names
+from ._payload_routing import routing as _routing
 
 __all__ = [
     "Context",
@@ -197,50 +200,6 @@ class Delivery(enum.Enum):
     """The collectors subscribed to any of ``Payload.topics``."""
 
 
-_NO_NAMES: tuple[str, ...] = ()
-
-
-def _names(names: Iterable[str] | None) -> tuple[str, ...]:
-    """Keys or topics as a tuple; one string is one name, not its letters."""
-    if names is None:
-        return _NO_NAMES
-    if isinstance(names, str):
-        return (names,)
-    return tuple(names)
-
-
-def _routing(
-    delivery: Delivery | None,
-    keys: Iterable[str] | None,
-    topics: Iterable[str] | None,
-) -> tuple[Delivery, tuple[str, ...], tuple[str, ...]]:
-    """A payload's delivery mode, keys and topics, with the mode inferred
-    from the names given and contradictions refused."""
-    if delivery is None:
-        if keys is not None and topics is not None:
-            raise ValueError(
-                "Payload: give keys or topics, not both, or name the delivery "
-                f"mode (got keys={keys!r}, topics={topics!r})"
-            )
-        delivery = Delivery.KEY if keys is not None else Delivery.TOPIC
-    elif type(delivery) is not Delivery:
-        raise TypeError(f"delivery must be a Delivery (got delivery={delivery!r})")
-    elif delivery is Delivery.BROADCAST:
-        raise ValueError(
-            "Payload: Delivery.BROADCAST goes to every collector and takes no "
-            f"keys or topics (got keys={keys!r}, topics={topics!r})"
-        )
-    elif delivery is Delivery.KEY and topics is not None:
-        raise ValueError(
-            f"Payload: Delivery.KEY routes by keys, not topics (got topics={topics!r})"
-        )
-    elif delivery is Delivery.TOPIC and keys is not None:
-        raise ValueError(
-            f"Payload: Delivery.TOPIC routes by topics, not keys (got keys={keys!r})"
-        )
-    return delivery, _names(keys), _names(topics)
-
-
 class Payload(Generic[T]):
     """A value sent to the queue, with how to deliver it.
 
@@ -301,7 +260,9 @@ class Payload(Generic[T]):
                 )
             self.delivery, self.keys, self.topics = delivery, _NO_NAMES, _NO_NAMES
         else:
-            self.delivery, self.keys, self.topics = _routing(delivery, keys, topics)
+            self.delivery, self.keys, self.topics = _routing(
+                Delivery, delivery, keys, topics
+            )
         self.priority: int | None = priority
         if ordering_key is not None and (
             isinstance(ordering_key, bool) or not isinstance(ordering_key, str | int)
@@ -349,7 +310,7 @@ class Payload(Generic[T]):
         given with ``Delivery.BROADCAST``, topics with ``Delivery.KEY``, keys
         with ``Delivery.TOPIC``.
         """
-        _routing(delivery, keys, topics)  # the checks alone
+        _routing(Delivery, delivery, keys, topics)  # the checks alone
         self.delivery = delivery
         if keys is not None:
             self.keys = _names(keys)

@@ -33,7 +33,7 @@ __all__ = ["DeadLettered", "RateLimit", "Retry", "TokenBucket"]
 
 
 #: Tokens of float noise forgiven (see ``TokenBucket.take``).
-NOISE = 1e-9
+_NOISE = 1e-9
 
 
 def _positive(name: str, value: object, *, owner: str) -> float:
@@ -112,14 +112,14 @@ class TokenBucket:
         """Take a token if there is one; return whether there was."""
         # A token within float noise of whole counts: a timer set for the
         # moment it is whole must find it there, not 1e-12 short.
-        if self._refill() >= 1.0 - NOISE:
+        if self._refill() >= 1.0 - _NOISE:
             self._fill -= 1.0
             return True
         return False
 
     def wait(self, tokens: float = 1.0) -> float:
         """Seconds until the bucket holds ``tokens`` (0 when it does now)."""
-        missing = tokens - NOISE - self._refill()
+        missing = tokens - _NOISE - self._refill()
         return 0.0 if missing <= 0 else missing / self.limit.per_second
 
     @property
