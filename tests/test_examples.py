@@ -240,6 +240,9 @@ INSTALL_PAGES = [
     "docs/getting-started.rst",
     "docs/guide/prometheus.rst",
     "docs/guide/shutdown.rst",
+    "examples/mqtt_ingest/README.md",
+    "examples/mqtt_ingest/app.py",
+    "docs/guide/operating/mqtt.rst",
 ]
 
 

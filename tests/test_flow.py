@@ -740,3 +740,45 @@ async def test_rate_limit_holds_for_starts_delayed_by_busy_consumers() -> None:
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
     assert starts[0] - t0 >= 1.0
     assert gaps == [0.2, 0.2, 0.2]
+
+
+async def test_prometheus_exports_held_back_work_by_reason() -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from event_collector.prometheus import instrument
+
+    gate = asyncio.Event()
+
+    async def blocked(payload: Payload[Any], ctx: Context) -> Any:
+        await gate.wait()
+        return payload.value
+
+    queue = _queue(
+        Collector("k", blocked, topics=["k"]),
+        Collector("one", blocked, topics=["one"], concurrency=1),
+        autoscale=False,
+        max_consumers=4,
+    )
+    registry = prometheus_client.CollectorRegistry()
+    instrument(queue, registry=registry, name="flow")
+
+    def held(reason: str) -> float | None:
+        return registry.get_sample_value(
+            "event_collector_held_events", {"queue": "flow", "reason": reason}
+        )
+
+    async with queue:
+        publisher = queue.get_publisher()
+        events = [
+            await publisher.send(Payload(i, topics=["k"]), ordering_key="x")
+            for i in range(3)
+        ]
+        events += [await publisher.send(Payload(i, topics=["one"])) for i in range(4)]
+        await asyncio.sleep(0.01)
+        assert held("ordering_key") == 2
+        assert held("concurrency") == 3
+        assert held("retry") == held("rate_limit") == held("batch") == 0
+        assert queue.get_metrics().qsize == 0
+        gate.set()
+        for event in events:
+            await event
+        assert held("ordering_key") == held("concurrency") == 0

@@ -224,3 +224,21 @@ def make_pool(
     if memory:
         pool.gate = KeyGate(inbox, pool.settle)
     return pool
+
+
+#: The reasons work is held back, as the Prometheus module labels them.
+HELD_REASONS = ("ordering_key", "concurrency", "rate_limit", "retry", "batch")
+
+
+def held_by_reason(pool: ConsumerPool) -> dict[str, int]:
+    """What flow control holds back now, by reason: events behind an
+    earlier one of their key, and calls of limited collectors waiting for a
+    slot, a token, a retry or their batch."""
+    held = dict.fromkeys(HELD_REASONS, 0)
+    if pool.gate is not None:
+        held["ordering_key"] = pool.gate.held
+    if isinstance(pool, FlowPool):
+        for lane in pool.lanes.values():
+            for reason, count in lane.holding().items():
+                held[reason] += count
+    return held

@@ -50,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'the prometheus extra: pip install -e ".[prometheus]" (from a checkout)'
     ) from exc
 
+from ._flow_pool import held_by_reason
 from ._prometheus_fleet import FleetCollector, instrument_fleet
 from ._prometheus_registry import METRIC_PREFIX as _PREFIX
 from ._prometheus_registry import Kind, RegistryExporter, register
@@ -133,6 +134,7 @@ _LAG_GAUGES: tuple[tuple[str, str, str], ...] = (
         "loop_lag_max",
     ),
 )
+_HELD = "held_events"
 _SERVICE = "service_time_seconds"
 _WAIT = "wait_time_seconds"
 _EVENTS = "events_processed"
@@ -183,6 +185,11 @@ def _families() -> dict[str, Metric]:
     families: dict[str, Metric] = {}
     for name, text, _ in (*_GAUGES, *_LAG_GAUGES):
         families[name] = GaugeMetricFamily(METRIC_PREFIX + name, text, labels=["queue"])
+    families[_HELD] = GaugeMetricFamily(
+        METRIC_PREFIX + _HELD,
+        "Events and calls flow control holds back, by reason.",
+        labels=["queue", "reason"],
+    )
     families[_SERVICE] = HistogramMetricFamily(
         METRIC_PREFIX + _SERVICE,
         "Handler time of each answered event, in seconds.",
@@ -281,6 +288,10 @@ class QueueCollector:
             family = families[name]
             assert isinstance(family, GaugeMetricFamily)
             family.add_metric(labels, float(getattr(health, field)))
+        held = families[_HELD]
+        assert isinstance(held, GaugeMetricFamily)
+        for reason, count in held_by_reason(self.queue._engine.pool).items():
+            held.add_metric([self.name, reason], float(count))
         with self._lock:
             service = self._service.cumulative()
             wait = self._wait.cumulative()
@@ -346,6 +357,10 @@ def instrument(
       queue's monitor) and ``event_collector_loop_lag_max_seconds`` (the
       highest over the last 10 to 20 seconds, which a scrape every 15
       seconds does not miss);
+    - the gauge ``event_collector_held_events`` (label ``reason``:
+      ``ordering_key``, ``concurrency``, ``rate_limit``, ``retry``,
+      ``batch``): what flow control holds back, which ``queue_size`` does
+      not count;
     - histograms ``event_collector_service_time_seconds`` and
       ``event_collector_wait_time_seconds`` of every answered event;
     - counters ``event_collector_events_processed_total`` and
