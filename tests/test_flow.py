@@ -762,9 +762,10 @@ async def test_prometheus_exports_held_back_work_by_reason() -> None:
     instrument(queue, registry=registry, name="flow")
 
     def held(reason: str) -> float | None:
-        return registry.get_sample_value(
+        value: float | None = registry.get_sample_value(
             "event_collector_held_events", {"queue": "flow", "reason": reason}
         )
+        return value
 
     async with queue:
         publisher = queue.get_publisher()

@@ -145,10 +145,33 @@ class EventPublisher:
         ):
             event = CollectorEvent(value, self._default_priority, self._clock())
         else:
+            gate = self._gate
+            if (
+                gate is not None
+                and ordering_key is not None
+                and priority is None
+                and not supersede
+                and not self._awaits_put
+                and not isinstance(value, Payload)
+            ):
+                # The common keyed send, inlined (benchmark: flow); the
+                # Payload checks the key.
+                event = KeyedEvent(
+                    Payload(value, ordering_key=ordering_key),
+                    self._default_priority,
+                    self._clock(),
+                    ordering_key,
+                    gate,
+                )
+                gate.put_nowait(event, False)
+                return event
             event = self._make_event(value, priority, ordering_key, supersede)
             if type(event) is KeyedEvent:
-                assert self._gate is not None  # checked by _make_event
-                await self._gate.put(event, supersede)
+                assert gate is not None  # checked by _make_event
+                if self._awaits_put:
+                    await gate.put(event, supersede)
+                else:
+                    gate.put_nowait(event, supersede)
                 return event
         if self._awaits_put:
             await self._put(event)
