@@ -157,21 +157,8 @@ class EventQueue:
         self.put_nowait(event)
 
     async def _wait_for_room(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._maxsize <= len(self._items):
-            fut: asyncio.Future[None] = loop.create_future()
-            self._putters.append(fut)
-            try:
-                await fut
-            except BaseException:
-                fut.cancel()
-                try:
-                    self._putters.remove(fut)
-                except ValueError:
-                    # We were woken and then cancelled: pass the room on.
-                    if len(self._items) < self._maxsize:
-                        self._wake(self._putters)
-                raise
+            await self.wait_for_room()
             if self._closed is not None:
                 raise QueueClosed(self._closed)
 
@@ -216,7 +203,9 @@ class EventQueue:
             try:
                 self._putters.remove(fut)
             except ValueError:
-                self._wake(self._putters)
+                # We were woken and then cancelled: pass the room on.
+                if len(self._items) < self._maxsize:
+                    self._wake(self._putters)
             raise
 
     # -- get ---------------------------------------------------------------
