@@ -258,9 +258,8 @@ async def test_a_publisher_missing_a_command_is_refused_by_name(
         asyncio.timeout(20),
         RedisTransport(url, stream=STREAM).publisher() as publisher,
     ):
-        with pytest.raises(
-            QueueClosed, match="no permissions to run the 'xadd' command"
-        ):
+        # Refused inside the batch script, whose error names the command.
+        with pytest.raises(QueueClosed, match=r"XADD orders: .*can.t run this command"):
             await publisher.send(1)
 
 

@@ -6,7 +6,10 @@ A *worker* says ``ready`` and serves the work stream until it is stopped
 *publisher* drives it: it says ``ready``, waits for ``go`` on its standard
 input (sent once every worker is ready), warms up, measures, and says
 ``result {...}`` with the :class:`~benchmarks.redis_bench._drive.Run` as
-JSON. Those lines go to the standard output the process started with; what
+JSON. Side ``reclaim`` is the reclaim measurement's (see
+:mod:`benchmarks.redis_bench.reclaim`): its publisher sends for
+``--seconds`` at ``--rate`` and reports what its answers showed. Those
+lines go to the standard output the process started with; what
 anything else prints to standard output goes to standard error instead, so
 that a library's log lines cannot get in their way.
 """
@@ -28,7 +31,7 @@ from ._drive import Client, Run, drive_paced, drive_window, poisson_gaps
 
 T = TypeVar("T")
 
-SIDES = ("floor", "library", "taskiq", "arq")
+SIDES = ("floor", "library", "taskiq", "arq", "reclaim")
 
 
 class Side(Protocol):
@@ -82,6 +85,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--time-limit", type=float, default=300.0, help="publisher: seconds"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="reclaim publisher: sending"
+    )
+    parser.add_argument(
+        "--visibility-timeout", type=float, default=2.0, help="reclaim: seconds"
+    )
+    parser.add_argument(
+        "--handler-ms", type=float, default=20.0, help="reclaim worker: handler"
     )
     return parser.parse_args(argv)
 
@@ -137,9 +149,50 @@ async def _publish(side: Side, args: argparse.Namespace, channel: IO[str]) -> No
             channel.write("result " + json.dumps(run.to_json()) + "\n")
 
 
+async def _reclaim(args: argparse.Namespace, channel: IO[str]) -> None:
+    """The reclaim measurement's worker (until ``SIGTERM``) or publisher."""
+    from . import _reclaim_side
+
+    if args.role == "worker":
+
+        def ready() -> None:
+            channel.write("ready\n")
+
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await _reclaim_side.work(
+                args.url,
+                args.stream,
+                ready,
+                visibility_timeout=args.visibility_timeout,
+                handler_ms=args.handler_ms,
+            )
+        except asyncio.CancelledError:
+            return
+        return
+    async with asyncio.timeout(args.time_limit):
+        report = await _reclaim_side.publish(
+            args.url,
+            args.stream,
+            rate=args.rate or 500.0,
+            seconds=args.seconds,
+            visibility_timeout=args.visibility_timeout,
+        )
+    channel.write("result " + json.dumps(report) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     channel = _channel()
+    if args.side == "reclaim":
+        if args.role == "publisher":
+            channel.write("ready\n")
+            if sys.stdin.readline().strip() != "go":
+                raise SystemExit("publisher: no 'go' on standard input")
+        _run(args.loop, _reclaim(args, channel))
+        return
     side = load_side(args.side)
     if args.role == "worker":
         _run(args.loop, _serve(side, args, channel))

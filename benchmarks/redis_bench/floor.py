@@ -1,21 +1,27 @@
 """The floor: the round trips of event-collector's Redis transport, written
 by hand on redis-py's asyncio client (with hiredis), and nothing else.
 
-The publisher writes each batch of events to the work stream in one
-pipelined round trip, an entry ``{d: <JSON payload>, r: <reply stream>}``
-per event, and one task reads the answers from its own reply stream
-``<stream>:reply:<id>``: each read is one pipelined round trip that deletes
-the replies read before and blocks for new ones (``XREAD COUNT 500 BLOCK
-500``), as the transport's reader does.
+The publisher writes each batch of events to the work stream in one round
+trip, a call of a small script that adds an entry ``{d: <JSON payload>, r:
+<reply stream>}`` per event and returns their ids, and one task reads the
+answers from its own reply stream ``<stream>:reply:<id>``: each read is one
+pipelined round trip that deletes the replies read before and blocks for
+new ones (``XREAD COUNT 500 BLOCK 500``), as the transport's reader does.
 
 A worker reads up to 100 entries at a time with ``XREADGROUP ... COUNT 100
 BLOCK 100``, runs the trivial handler on each, and answers the batch in one
-``MULTI``/``EXEC`` that holds an ``XADD`` to each event's reply stream and
-one ``XACK`` and one ``XDEL`` of the batch's ids.
+script call that adds one reply entry per publisher holding its answers
+(``n``, then ``e0``, ``a0``, ``e1``, ``a1``...), then acknowledges and
+deletes the batch's ids (``XACK``, ``XDEL``).
+
+These are the transport's round trips since it writes its batches with
+scripts; the floor before that (a pipeline of an ``XADD`` per event, and a
+``MULTI`` of an ``XADD`` per answer, ``XACK`` and ``XDEL``) is in the git
+history, and ``BENCHMARKS.md`` quotes both.
 
 What the transport does on top (leases, reclaiming, counting the backlog,
-codec checks, bounded streams, reconnecting) is left out: that is its
-price, which the comparison shows.
+codec checks, bounded streams, priority bands, reconnecting) is left out:
+that is its price, which the comparison shows.
 """
 
 from __future__ import annotations
@@ -43,6 +49,36 @@ REPLY_BLOCK_MS = 500
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.loads  # of bytes
 
+# KEYS[1]: the stream; ARGV[1]: the reply stream; then one payload per event.
+ADD = """
+local ids = {}
+for i = 2, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i], 'r', ARGV[1])
+end
+return ids
+"""
+
+# KEYS[1]: the stream, then the reply streams; ARGV[1]: the group; then per
+# reply stream a count and its (entry id, answer) pairs; then the entry ids.
+ANSWER = """
+local i = 2
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i])
+  local fields = {'n', n}
+  for j = 0, n - 1 do
+    fields[#fields + 1] = 'e' .. j
+    fields[#fields + 1] = ARGV[i + 1 + 2 * j]
+    fields[#fields + 1] = 'a' .. j
+    fields[#fields + 1] = ARGV[i + 2 + 2 * j]
+  end
+  redis.call('XADD', KEYS[k], '*', unpack(fields))
+  i = i + 1 + 2 * n
+end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i))
+redis.call('XDEL', KEYS[1], unpack(ARGV, i))
+return 1
+"""
+
 
 async def handle(value: Any) -> Any:
     """The trivial handler: the answer is the payload."""
@@ -61,6 +97,7 @@ async def work(url: str, stream: str, consumer: str, ready: Callable[[], None]) 
     """Serve ``stream`` as ``consumer`` until cancelled; call ``ready()``
     once the group exists."""
     client = aioredis.Redis.from_url(url)
+    answer_all = client.register_script(ANSWER)
     try:
         await _ensure_group(client, stream)
         ready()
@@ -72,15 +109,19 @@ async def work(url: str, stream: str, consumer: str, ready: Callable[[], None]) 
             if not reply:
                 continue
             entries = reply[0][1]
-            pipe = client.pipeline(transaction=True)
+            answers: dict[bytes, list[bytes]] = {}
             ids = []
             for entry_id, fields in entries:
                 answer = await handle(_decode(fields[b"d"]))
-                pipe.xadd(fields[b"r"], {b"e": entry_id, b"a": _encode(answer)})
+                pairs = answers.setdefault(fields[b"r"], [])
+                pairs += (entry_id, _encode(answer).encode())
                 ids.append(entry_id)
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            await pipe.execute()
+            args: list[Any] = [GROUP]
+            for pairs in answers.values():
+                args.append(len(pairs) // 2)
+                args += pairs
+            args += ids
+            await answer_all(keys=[stream, *answers], args=args)
     finally:
         await client.aclose()
 
@@ -93,6 +134,7 @@ class FloorClient:
         self._stream = stream
         self._reply = f"{stream}:reply:{secrets.token_hex(8)}".encode()
         self._client = aioredis.Redis.from_url(url)
+        self._add = self._client.register_script(ADD)
         self._reader = aioredis.Redis.from_url(url)
         self._waiting: dict[bytes, asyncio.Future[Any]] = {}
         # Answers read before their send's round trip returned the id.
@@ -118,11 +160,8 @@ class FloorClient:
         self, payloads: list[dict[str, int]]
     ) -> Sequence[asyncio.Future[Any]]:
         """Write the batch in one round trip; a future per payload."""
-        pipe = self._client.pipeline(transaction=False)
-        stream, reply = self._stream, self._reply
-        for value in payloads:
-            pipe.xadd(stream, {b"d": _encode(value), b"r": reply})
-        ids: list[bytes] = await pipe.execute()
+        args: list[Any] = [self._reply, *(_encode(value) for value in payloads)]
+        ids: list[bytes] = await self._add(keys=[self._stream], args=args)
         loop = asyncio.get_running_loop()
         futures = []
         for entry_id in ids:
@@ -154,13 +193,14 @@ class FloorClient:
                 for entry_id, fields in entries:
                     last = entry_id
                     done.append(entry_id)
-                    answered = fields[b"e"]
-                    answer = _decode(fields[b"a"])
-                    future = waiting.pop(answered, None)
-                    if future is None:
-                        early[answered] = answer
-                    else:
-                        future.set_result(answer)
+                    for k in range(int(fields[b"n"])):
+                        answered = fields[b"e%d" % k]
+                        answer = _decode(fields[b"a%d" % k])
+                        future = waiting.pop(answered, None)
+                        if future is None:
+                            early[answered] = answer
+                        else:
+                            future.set_result(answer)
 
 
 @asynccontextmanager

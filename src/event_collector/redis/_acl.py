@@ -24,11 +24,10 @@ _PUBLISHER = (
     "xgroup|create",
     "set",
     "get",
-    # Events in; with maxsize, through a script that counts the backlog
-    # (XLEN) before its XADD. A script runs with its caller's rights.
+    # Events in, a batch per script call (with maxsize, the script counts
+    # the backlog with XLEN first). A script runs with its caller's rights.
     "xadd",
     "evalsha",
-    "script|exists",
     "script|load",
     "xlen",
     # The publisher's reply stream: read, emptied, kept alive, deleted.
@@ -44,10 +43,14 @@ _WORKER = (
     "xreadgroup",
     "xclaim",
     "xpending",
-    # Acknowledgement, deletion and the answer, in one transaction.
+    # Acknowledgement, deletion and the answer, in one script call (dead
+    # letters in a MULTI transaction). COMMAND INFO finds out whether the
+    # server has XACKDEL (Redis 8.2 and later); without the right to look,
+    # or without XACKDEL, XACK and XDEL do the work.
     "xack",
     "multi",
     "exec",
+    "command|info",
     # Consumers that left, or died long ago and hold nothing.
     "xgroup|delconsumer",
     "xinfo|consumers",

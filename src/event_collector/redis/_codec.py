@@ -3,8 +3,10 @@ answer on the wire.
 
 A work entry holds the fields ``d`` (the encoded payload: its value and
 how to deliver it), ``r`` (the publisher's reply stream, empty when nobody
-waits) and ``c`` (the codec's name). A reply entry holds ``e`` (the work
-entry's id) and ``a`` (the encoded results). Both go through the same
+waits) and ``c`` (the codec's name). A reply entry holds ``c`` and either
+``e`` (the work entry's id) and ``a`` (the encoded results), or, for
+several answers to one publisher written together, ``n`` (how many) and
+``e0``, ``a0``, ``e1``, ``a1``... Both go through the same
 :class:`Codec`, JSON unless another is given; nothing is ever pickled.
 """
 

@@ -14,13 +14,13 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from .._models import DEFAULT_PRIORITY, QueueType
 from ..data import Error, ResultList
 from ..exceptions import DeliveryExhausted
 from ._codec import Codec, JsonCodec, answer_document
+from ._packing import client_from_url
 
 __all__ = [
     "RETRYABLE",
@@ -144,7 +144,7 @@ class Config:
             **self.client_options,
             **extra,
         }
-        return aioredis.Redis.from_url(self.url, **options)
+        return client_from_url(self.url, **options)
 
 
 class Backoff:

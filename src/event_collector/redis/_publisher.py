@@ -4,7 +4,7 @@ queue."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +22,7 @@ class RedisPublisher:
     """Sends events through Redis from a process that runs no queue; get it
     from :meth:`RedisTransport.publisher` and use it with ``async with``.
 
-    Sends from every task are written together, in pipelined round trips;
+    Sends from every task are written together, a batch per round trip;
     the answers come back on a reply stream of this publisher's own, read by
     one task. Closing it answers what is still waiting with
     ``Error(EventCancelled)``.
@@ -92,8 +92,8 @@ class RedisPublisher:
         """
         sender = self._running()
         event = self._event(value, priority)
-        band, fields = sender.entry(event)
-        await sender.submit(event, band, fields)
+        band, data = sender.entry(event)
+        await sender.submit(event, band, data)
         return event
 
     def send_nowait(
@@ -106,8 +106,8 @@ class RedisPublisher:
         """
         sender = self._running()
         event = self._event(value, priority)
-        band, fields = sender.entry(event)
-        sender.submit_nowait(event, band, fields)
+        band, data = sender.entry(event)
+        sender.submit_nowait(event, band, data)
         return event
 
     async def send_many(
@@ -124,14 +124,11 @@ class RedisPublisher:
         for index, value in enumerate(values):
             event = self._event(value, priority)
             try:
-                band, fields = sender.entry(event)
+                band, data = sender.entry(event)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"send_many: value {index}: {exc}") from exc
-            prepared.append((event, band, fields))
-        waits: list[Awaitable[None]] = [
-            sender.submit(event, band, fields) for event, band, fields in prepared
-        ]
-        await asyncio.gather(*waits)
+            prepared.append((event, band, data))
+        await sender.submit_many(prepared)
         return [event for event, _, _ in prepared]
 
     async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109

@@ -3,7 +3,9 @@ this process's reply stream.
 
 Sends from every task of the process are coalesced: each ``send`` queues
 its encoded entry and waits; one writer task sends whatever has queued up
-in one pipelined round trip and tells each sender its entry's id. One
+in one round trip (one call of the batch script,
+:data:`~event_collector.redis._batches.ADD`) as soon as the previous one
+is back, without waiting for more, and tells each sender its entry's id. One
 reader task blocks on the reply stream and answers the waiting events;
 nothing polls a result key, and no channel is opened per call.
 """
@@ -21,8 +23,9 @@ import redis.exceptions as rexc
 
 from .._log import Logger
 from .._models import CollectorEvent
-from ..data import Error, Payload, ResultList
-from ..exceptions import EventCancelled, EventLost, QueueClosed, QueueFull
+from ..data import Error, Payload
+from ..exceptions import EventCancelled, QueueClosed, QueueFull
+from ._batches import ADD, add_args
 from ._codec import payload_document
 from ._common import (
     RETRYABLE,
@@ -37,36 +40,39 @@ from ._replies import Replies
 
 __all__ = ["Sender"]
 
-_BATCH = 500  # entries per pipelined round trip, at most
+_BATCH = 500  # entries per round trip, at most
 _EPOCH_EVERY = 1.0  # seconds between epoch checks while events only wait
 
-# Adds one entry unless the work streams (undelivered + pending: acknowledged
-# entries are deleted) already hold ARGV[1] entries. KEYS[1] is the band to
-# add to; every band is counted. Returns the entry's id, or false when full.
-_ADD_BOUNDED = """
-local total = 0
-for i = 2, #KEYS do total = total + redis.call('XLEN', KEYS[i]) end
-if total >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-"""
+
+class _Waiter:
+    """What a ``send`` (one entry) or a ``send_many`` (all of its entries)
+    waits on: resolved when the last of its entries is accepted, failed by
+    the first refused. One future for a whole batch, not a task per entry
+    (benchmark: redis)."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, future: asyncio.Future[None], left: int) -> None:
+        self.future = future
+        self.left = left
 
 
 class _Pending:
     """One entry waiting for the writer."""
 
-    __slots__ = ("band", "event", "fields", "future")
+    __slots__ = ("band", "data", "event", "waiter")
 
     def __init__(
         self,
         event: CollectorEvent[Any],
         band: int,
-        fields: dict[bytes, bytes],
-        future: asyncio.Future[None] | None,
+        data: bytes,
+        waiter: _Waiter | None,
     ) -> None:
         self.event = event
         self.band = band
-        self.fields = fields
-        self.future = future
+        self.data = data
+        self.waiter = waiter
 
 
 class Sender(Replies):
@@ -88,8 +94,9 @@ class Sender(Replies):
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self.waiting: dict[str, CollectorEvent[Any]] = {}
-        # Answers read before their entry's acceptance was: id -> (when, fields).
-        self._early: dict[str, tuple[float, dict[bytes, bytes]]] = {}
+        # Answers read before their entry's acceptance was:
+        # id -> (when, codec, answer).
+        self._early: dict[str, tuple[float, bytes | None, bytes]] = {}
         self._queue_in_flight = 0  # entries sent whose ids are not known yet
         """Events accepted and not answered yet, by entry id."""
         self._client: Client | None = None
@@ -104,8 +111,7 @@ class Sender(Replies):
         self._idle = asyncio.Event()
         self._idle.set()
         self._written = asyncio.Event()
-        self._bounded = None if not config.maxsize else _ADD_BOUNDED
-        self._script: Any = None
+        self._script: Any = None  # ADD, registered at start
 
     # -- life ------------------------------------------------------------------
 
@@ -134,8 +140,7 @@ class Sender(Replies):
                 # Refused (an ACL, a wrong password): nothing is left open.
                 await close_clients(self._client, self._reader_client)
                 raise
-        if self._bounded is not None:
-            self._script = client.register_script(self._bounded)
+        self._script = client.register_script(ADD)
         self._closed = None
         self._tasks = [
             asyncio.create_task(self._write(), name="event-collector-redis-writer"),
@@ -162,8 +167,9 @@ class Sender(Replies):
         reason = "the Redis publisher closed before the event was written"
         while self._queue:
             item = self._queue.popleft()
-            if item.future is not None and not item.future.done():
-                item.future.set_exception(QueueClosed(reason))
+            waiter = item.waiter
+            if waiter is not None and not waiter.future.done():
+                waiter.future.set_exception(QueueClosed(reason))
             self._answer(item.event, Error(EventCancelled(reason)))
         if self.waiting and self._client is not None:
             # Answers already in the reply stream (a worker in this process
@@ -190,9 +196,10 @@ class Sender(Replies):
 
     # -- sending ---------------------------------------------------------------
 
-    def entry(self, event: CollectorEvent[Any]) -> tuple[int, dict[bytes, bytes]]:
-        """The band and fields of an event's entry; raises ``TypeError`` or
-        ``ValueError`` for a payload the codec refuses or one too large."""
+    def entry(self, event: CollectorEvent[Any]) -> tuple[int, bytes]:
+        """The band and encoded payload of an event's entry (its other
+        fields are this sender's); raises ``TypeError`` or ``ValueError``
+        for a payload the codec refuses or one too large."""
         payload = event._payload
         value: Any = event._value if payload is None else payload
         try:
@@ -208,25 +215,37 @@ class Sender(Replies):
                 f"the payload is {len(data)} bytes encoded, over "
                 f"max_payload_bytes={limit}"
             )
-        fields = {b"d": data, b"r": self._reply_field, b"c": self._codec_field}
-        return self._keys.band(event.priority), fields
+        return self._keys.band(event.priority), data
 
     def check_open(self) -> None:
         if self._closed is not None:
             raise QueueClosed(self._closed)
 
-    async def submit(
-        self, event: CollectorEvent[Any], band: int, fields: dict[bytes, bytes]
-    ) -> None:
+    async def submit(self, event: CollectorEvent[Any], band: int, data: bytes) -> None:
         """Queue one entry and wait until Redis has accepted it."""
         self.check_open()
         future = asyncio.get_running_loop().create_future()
-        self._push(_Pending(event, band, fields, future))
+        self._push(_Pending(event, band, data, _Waiter(future, 1)))
         await future
 
-    def submit_nowait(
-        self, event: CollectorEvent[Any], band: int, fields: dict[bytes, bytes]
+    async def submit_many(
+        self, entries: list[tuple[CollectorEvent[Any], int, bytes]]
     ) -> None:
+        """Queue entries and wait until Redis has accepted every one; the
+        first refused raises (the others are written all the same)."""
+        self.check_open()
+        if not entries:
+            return
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(future, len(entries))
+        append = self._queue.append
+        for event, band, data in entries:
+            append(_Pending(event, band, data, waiter))
+        self._idle.clear()
+        self._wake.set()
+        await future
+
+    def submit_nowait(self, event: CollectorEvent[Any], band: int, data: bytes) -> None:
         """Queue one entry without waiting; ``QueueFull`` when a bounded
         stream was found full and its writes are waiting for room."""
         self.check_open()
@@ -234,7 +253,7 @@ class Sender(Replies):
             raise QueueFull(
                 f"the Redis stream is full (maxsize={self._config.maxsize})"
             )
-        self._push(_Pending(event, band, fields, None))
+        self._push(_Pending(event, band, data, None))
 
     def _push(self, item: _Pending) -> None:
         self._queue.append(item)
@@ -325,29 +344,40 @@ class Sender(Replies):
             self._notify()
 
     async def _add(self, batch: list[_Pending]) -> tuple[bytes | None, list[Any]]:
-        """Write a batch; return the epoch read just before it (on the same
-        connection) and the entry ids or errors."""
+        """Write a batch in one script call (:data:`ADD`); return the epoch
+        read just before it and the entry ids, errors, or ``None`` for
+        entries the bounded streams had no room for."""
         assert self._client is not None
-        bands = self._keys.bands
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(self._keys.epoch)
-        if self._script is None:
-            for item in batch:
-                pipe.xadd(bands[item.band], item.fields)
-        else:
-            size = str(self._config.maxsize)
-            for item in batch:
-                args: list[Any] = [size]
-                for name, value in item.fields.items():
-                    args += (name, value)
-                await self._script(
-                    keys=[bands[item.band], *bands], args=args, client=pipe
+        if self._script is not None:
+            keys = [self._keys.epoch, *self._keys.bands]
+            args = add_args(
+                self._config.maxsize,
+                self._reply_field,
+                self._codec_field,
+                [(item.band, item.data) for item in batch],
+            )
+            try:
+                epoch, *replies = await self._script(keys=keys, args=args)
+            except rexc.NoPermissionError as exc:
+                if self._config.maxsize:
+                    raise  # the bound is kept by the script alone
+                # A user without EVALSHA: what a pipeline of XADDs does too.
+                self._log.warning(
+                    "redis refused the batch script; writing with XADD",
+                    error=str(exc),
                 )
-        epoch, *replies = await pipe.execute(raise_on_error=False)
+                self._script = None
+        if self._script is None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(self._keys.epoch)
+            fields = {b"r": self._reply_field, b"c": self._codec_field}
+            for item in batch:
+                pipe.xadd(self._keys.bands[item.band], {b"d": item.data, **fields})
+            epoch, *replies = await pipe.execute(raise_on_error=False)
+            if isinstance(epoch, Exception):
+                raise epoch
         if len(replies) != len(batch):
             raise RuntimeError(f"redis answered {len(replies)} of {len(batch)} writes")
-        if isinstance(epoch, Exception):
-            raise epoch
         return epoch, replies
 
     def _accepted(self, item: _Pending, entry_id: str) -> None:
@@ -359,53 +389,20 @@ class Sender(Replies):
             if early is None:
                 self.waiting[event_id] = event
             else:
-                self._settle(event, early[1])
-        if item.future is not None and not item.future.done():
-            item.future.set_result(None)
+                self._settle(event, early[1], early[2])
+        waiter = item.waiter
+        if waiter is not None and not waiter.future.done():
+            waiter.left -= 1
+            if not waiter.left:
+                waiter.future.set_result(None)
 
     def _refuse(self, item: _Pending, exc: BaseException) -> None:
         error = QueueClosed(f"Redis refused the event: {exc}")
-        if item.future is not None and not item.future.done():
-            item.future.set_exception(error)
+        waiter = item.waiter
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(error)
         else:
             self._answer(item.event, Error(error))
-
-    def _answer(self, event: CollectorEvent[Any], result: Error) -> None:
-        if event._set_answer(ResultList((result,))):
-            event.finished_at = self._clock()
-
-    def _fail_waiting(self, exc: BaseException) -> None:
-        waiting, self.waiting = self.waiting, {}
-        for event in waiting.values():
-            self._answer(event, Error(exc))
-        self._notify()
-
-    async def _check_epoch(self) -> None:
-        """Read the epoch now (see :meth:`_observe_epoch`)."""
-        assert self._client is not None
-        await self._observe_epoch(await self._client.get(self._keys.epoch))
-
-    async def _observe_epoch(self, epoch: bytes | None) -> None:
-        """If Redis came back without the group (restarted empty), the
-        events it had accepted are gone: answer them ``Error(EventLost)``
-        instead of letting them wait for ever. ``epoch`` was read from the
-        server; ``None`` when it has none (the group is made again)."""
-        assert self._client is not None
-        if epoch is None:
-            await ensure_group(self._client, self._keys)
-            epoch = await self._client.get(self._keys.epoch)
-        self._suspect = False
-        if epoch != self._epoch:
-            self._epoch = epoch
-            lost = len(self.waiting)
-            if lost:
-                self._log.error(
-                    "redis lost the events it had accepted (it restarted empty)",
-                    events=lost,
-                )
-            self._fail_waiting(
-                EventLost("Redis restarted without the event; it may not have run")
-            )
 
 
 def event_for(value: Any, priority: int, sent_at: float) -> CollectorEvent[Any]:

@@ -242,14 +242,14 @@ class RedisTransport:
     async def put(self, event: CollectorEvent[Any]) -> None:
         """Write ``event`` to the stream; return once Redis has it."""
         sender = self._running_sender()
-        band, fields = sender.entry(event)
-        await sender.submit(event, band, fields)
+        band, data = sender.entry(event)
+        await sender.submit(event, band, data)
 
     def put_nowait(self, event: CollectorEvent[Any]) -> None:
         """Queue ``event`` for the next write, without waiting for Redis."""
         sender = self._running_sender()
-        band, fields = sender.entry(event)
-        sender.submit_nowait(event, band, fields)
+        band, data = sender.entry(event)
+        sender.submit_nowait(event, band, data)
 
     def _running_sender(self) -> Sender:
         if self._closed is not None or self._sender is None:

@@ -1,8 +1,9 @@
 """The working side: events from the stream into the queue's inbox for its
-idle consumers, and each answer back to its publisher with the
-acknowledgement, in one transaction.
+idle consumers, and each answer handed to the acknowledging task, which
+writes it back to its publisher with the acknowledgement, atomically.
 
-Leases and reclaims are in :mod:`._upkeep`.
+The acknowledgements are in :mod:`._acks`, leases and reclaims in
+:mod:`._upkeep`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .._log import Logger
 from .._models import CollectorEvent
 from ..data import Error, ResultList
 from ..exceptions import EventCancelled, QueueClosed
+from ._acks import Acks
+from ._batches import has_command
 from ._codec import encode_answer, payload_from_document
 from ._common import (
     RETRYABLE,
@@ -27,21 +30,18 @@ from ._common import (
     Client,
     Config,
     close_clients,
-    dead_letter_commands,
     ensure_group,
     is_nogroup,
     stop_tasks,
 )
 from ._inbox import Delivered, Inbox
-from ._upkeep import Upkeep
 
 __all__ = ["Worker"]
 
 _BLOCK_MS = 500  # a blocking read returns this often, so that a stop is seen
-_ACK_BATCH = 500
 
 
-class Worker(Upkeep):
+class Worker(Acks):
     """Fetches, renews leases, reclaims, acknowledges and replies."""
 
     def __init__(
@@ -97,6 +97,7 @@ class Worker(Upkeep):
         while True:
             try:
                 await ensure_group(self._client, self._keys)
+                self.ackdel = await has_command(self._client, "XACKDEL")
                 break
             except rexc.AuthenticationError:
                 # A connection error to redis-py, but no retry will mend a
@@ -333,81 +334,6 @@ class Worker(Upkeep):
             )
         )
         self._wake_acker.set()
-
-    def _dead_letter(
-        self,
-        band: int,
-        entry_id: str,
-        fields: dict[bytes, bytes],
-        reason: str,
-        attempts: int,
-        last_error: str | None,
-    ) -> None:
-        self._acks.append(
-            ("dead", band, entry_id, fields, reason, attempts, last_error)
-        )
-        self._wake_acker.set()
-
-    async def _ack(self) -> None:
-        assert self._client is not None
-        backoff = Backoff()
-        keys = self._keys
-        group = keys.group
-        ttl_ms = int(self._config.reply_ttl * 1000)
-        while True:
-            while not self._acks:
-                self._acked.set()
-                self._wake_acker.clear()
-                await self._wake_acker.wait()
-            batch = [
-                self._acks.popleft() for _ in range(min(_ACK_BATCH, len(self._acks)))
-            ]
-            while True:
-                pipe = self._client.pipeline(transaction=True)
-                by_band: dict[int, list[str]] = {}
-                replied: set[bytes] = set()
-                for item in batch:
-                    if item[0] == "ack":
-                        event: Delivered = item[1]
-                        if event.reply_to:
-                            pipe.xadd(
-                                event.reply_to,
-                                {
-                                    b"e": event.payload.event_id.encode(),
-                                    b"a": item[2],
-                                    b"c": self._codec_name,
-                                },
-                                maxlen=100_000,
-                                approximate=True,
-                            )
-                            replied.add(event.reply_to)
-                        by_band.setdefault(event.band, []).append(event.entry_id)
-                    else:
-                        dead_letter_commands(
-                            pipe, self._keys, self._config.codec, item, ttl_ms
-                        )
-                        by_band.setdefault(item[1], []).append(item[2])
-                for reply_to in replied:  # once per publisher and batch
-                    pipe.pexpire(reply_to, ttl_ms)
-                for band, ids in by_band.items():
-                    pipe.xack(keys.bands[band], group, *ids)
-                    pipe.xdel(keys.bands[band], *ids)
-                try:
-                    await pipe.execute(raise_on_error=False)
-                    backoff.reset()
-                    break
-                except RETRYABLE as exc:
-                    self._log.warning(
-                        "redis acknowledgement failed; retrying", error=str(exc)
-                    )
-                    await asyncio.sleep(backoff.next())
-            for item in batch:
-                entry_id = item[1].entry_id if item[0] == "ack" else item[2]
-                self.held.pop(entry_id, None)
-                if item[0] == "ack":
-                    self.handled += 1
-                else:
-                    self.dead_lettered += 1
 
 
 def _cancelled(results: ResultList) -> bool:
