@@ -264,8 +264,14 @@ class Payload(Generic[T]):
                 Delivery, delivery, keys, topics
             )
         self.priority: int | None = priority
-        if ordering_key is not None and (
-            isinstance(ordering_key, bool) or not isinstance(ordering_key, str | int)
+        # type() first: a str or int key costs no isinstance (benchmark: flow).
+        if (
+            ordering_key is not None
+            and type(ordering_key) not in (str, int)
+            and (
+                isinstance(ordering_key, bool)
+                or not isinstance(ordering_key, str | int)
+            )
         ):
             raise TypeError(
                 "ordering_key must be a str, an int or None "
