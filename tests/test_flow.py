@@ -783,3 +783,53 @@ async def test_prometheus_exports_held_back_work_by_reason() -> None:
         for event in events:
             await event
         assert held("ordering_key") == held("concurrency") == 0
+
+
+@pytest.mark.looptime
+async def test_a_shutdown_during_a_dead_letter_dispatch_still_answers() -> None:
+    async def down(payload: Payload[Any], ctx: Context) -> Any:
+        raise ConnectionError("down")
+
+    async def slow_store(message: DeadLettered, _: Any) -> None:
+        await asyncio.sleep(10)
+
+    queue = _queue(
+        Collector("api", down, retry=Retry(attempts=1)),
+        autoscale=False,
+        max_consumers=1,
+        consumer_shutdown_timeout=0.2,
+    )
+    queue.get_message_bus().add_msg_handler(DeadLettered, slow_store)
+    await queue.init_queue()
+    event = await queue.get_publisher().send("x")
+    await asyncio.sleep(0.05)  # the call failed; the dispatch is under way
+    await queue.shut_down_queue()
+    [result] = await event
+    assert isinstance(result, Error)
+    assert isinstance(result.err, ConnectionError)
+    assert queue._engine.pool.busy == 0
+
+
+@pytest.mark.looptime
+async def test_a_held_send_waiting_for_room_passes_a_wake_up_on() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def handler(payload: Payload[Any], ctx: Context) -> Any:
+        await asyncio.sleep({"head": 3.0, "short": 0.2}.get(payload.value, 0))
+        return payload.value
+
+    queue = _queue(Collector("c", handler), maxsize=1, autoscale=False, max_consumers=2)
+    async with queue:
+        publisher = queue.get_publisher()
+        await publisher.send("head", ordering_key="k")
+        await publisher.send("short")
+        await asyncio.sleep(0.01)
+        await publisher.send("held", ordering_key="k")  # behind the head
+        await publisher.send("queued")
+        keyed = asyncio.create_task(publisher.send("keyed", ordering_key="k"))
+        await asyncio.sleep(0)
+        t0 = loop.time()
+        # Room comes when "short" ends and "queued" is taken, at 0.2 s.
+        await publisher.send("unkeyed")
+        assert loop.time() - t0 == pytest.approx(0.19, abs=0.01)
+        await keyed

@@ -34,6 +34,7 @@ class EventQueue:
     __slots__ = (
         "_closed",
         "_getters",
+        "_held_putters",
         "_items",
         "_loop",
         "_maxsize",
@@ -52,6 +53,9 @@ class EventQueue:
         self._store: Callable[[CollectorEvent[Any]], None] = self._storer()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
+        # The putters that wait for room for an event held behind its
+        # ordering key, which counts toward the bound too (see pass_room).
+        self._held_putters: set[asyncio.Future[None]] = set()
         # Why the queue refuses puts, or None while it accepts them.
         self._closed: str | None = NOT_STARTED
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,10 +196,13 @@ class EventQueue:
     def _remove(self, event: CollectorEvent[Any]) -> None:
         self._items.remove(event)
 
-    async def wait_for_room(self) -> None:
-        """Wait until a take (or the queue closing) may have made room."""
+    async def wait_for_room(self, held: bool = False) -> None:
+        """Wait until a take (or the queue closing) may have made room;
+        ``held`` for an event that would be held behind its ordering key."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._putters.append(fut)
+        if held:
+            self._held_putters.add(fut)
         try:
             await fut
         except BaseException:
@@ -207,6 +214,23 @@ class EventQueue:
                 if len(self._items) < self._maxsize:
                     self._wake(self._putters)
             raise
+        finally:
+            self._held_putters.discard(fut)
+
+    def pass_room(self) -> None:
+        """A held event's putter was woken but its event still finds no
+        room (held events count toward the bound): hand the wake-up to the
+        first putter of an event that would go into the queue, if there is
+        room for it. Never to another held one, which could only pass it
+        back."""
+        if len(self._items) >= self._maxsize:
+            return
+        held = self._held_putters
+        for fut in self._putters:
+            if fut not in held and not fut.done():
+                self._putters.remove(fut)
+                fut.set_result(None)
+                return
 
     # -- get ---------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._consumers import ConsumerPool
 from ._gate import KeyGate
 from ._lanes import Call, Join, Lane, Part
-from ._outcome import propagates
+from ._outcome import cancelled, propagates
 from .collector import Collector, _flow_controlled
 from .data import Error, Ok, Payload, ResultList
 from .exceptions import ConfigError
@@ -60,13 +60,18 @@ class FlowPool(ConsumerPool):
         return super().held() + sum(lane.held for lane in self.lanes.values())
 
     def cancel_held(self, reason: str) -> None:
+        # The gate first: answering a lane's keyed part must not release the
+        # next event of its key into a queue nobody takes from any more.
         stop: BaseException | None = None
+        try:
+            super().cancel_held(reason)
+        except BaseException as exc:
+            stop = exc
         for lane in self.lanes.values():
             try:
                 lane.cancel(reason)
             except BaseException as exc:
                 stop = stop or exc
-        super().cancel_held(reason)
         if stop is not None:
             raise stop
 
@@ -128,7 +133,19 @@ class FlowPool(ConsumerPool):
                 lane.abandon(call, _STOPPED)
                 raise
             results = [Error(exc)] * len(call.parts)
-        await lane.finish(call, results)
+        try:
+            await lane.finish(call, results)
+        except BaseException:
+            # Stopped on the way (a cancelled dead-letter dispatch, an
+            # observer's SystemExit): whatever of the call is still
+            # unanswered is answered now.
+            self.busy -= 1
+            for part in call.parts:
+                if not part.answered:
+                    part.join.settle(
+                        part.join.event, cancelled(_STOPPED), measured=False
+                    )
+            raise
 
     async def _route(
         self,

@@ -29,6 +29,8 @@ OrderingKey = str | int
 def check_ordering_key(key: object) -> OrderingKey:
     """``key`` if it can be an ordering key (a str or an int), else
     ``TypeError``."""
+    if type(key) is str or type(key) is int:
+        return key
     if isinstance(key, bool) or not isinstance(key, str | int):
         raise TypeError(
             f"ordering_key must be a str or an int (got ordering_key={key!r})"
@@ -44,7 +46,7 @@ class KeyedEvent(CollectorEvent[Any]):
 
     def __init__(
         self,
-        payload: Payload[Any],
+        payload: Payload[Any] | Any,
         priority: int,
         sent_at: float,
         key: OrderingKey,
@@ -54,6 +56,24 @@ class KeyedEvent(CollectorEvent[Any]):
         self.ordering_key: OrderingKey = key
         """The key whose events this one is ordered with."""
         self._gate = gate
+
+    def ready(self) -> KeyedEvent:
+        """Give the event its ``Payload``, with the key, as it goes into the
+        queue. An event held behind its key keeps a plain value until then:
+        a long line of held events is one object each, not two (benchmark:
+        flow)."""
+        if self._payload is None:
+            payload = self._payload = Payload(
+                self._value, ordering_key=self.ordering_key
+            )
+            payload._eid = self.id
+            self._value = None
+        return self
+
+    @property
+    def payload(self) -> Payload[Any]:
+        """What was sent, as a ``Payload`` carrying its ordering key."""
+        return self.ready()._payload  # type: ignore[return-value]
 
     def _set_answer(self, answer: object) -> bool:
         if not CollectorEvent._set_answer(self, answer):
@@ -69,7 +89,7 @@ class KeyedEvent(CollectorEvent[Any]):
             nxt = state.head = waiting.popleft()
             gate.held -= 1
             if not gate._closed:
-                gate._push(nxt)
+                gate._push(nxt.ready())
         else:
             del gate._keys[key]
         return True
@@ -125,12 +145,16 @@ class KeyGate:
             await self._first(event, inbox.put)
             return
         maxsize = inbox.maxsize
+        woken = False
         while True:
             if inbox.closed_reason is not None:
                 raise QueueClosed(inbox.closed_reason)
             if not maxsize or inbox.qsize() + self.held < maxsize:
                 break
-            await inbox.wait_for_room()
+            if woken:
+                inbox.pass_room()
+            await inbox.wait_for_room(held=True)
+            woken = True
         # The key may have been freed (or superseded) while we waited.
         self._hold(event, supersede, self._keys.get(event.ordering_key))
 
@@ -158,7 +182,7 @@ class KeyGate:
         key = event.ordering_key
         self._keys[key] = _Key(event)
         try:
-            await put(event)
+            await put(event.ready())
         except BaseException:
             self._forget(key, event)
             raise
@@ -167,7 +191,7 @@ class KeyGate:
         key = event.ordering_key
         self._keys[key] = _Key(event)
         try:
-            put(event)
+            put(event.ready())
         except BaseException:
             self._forget(key, event)
             raise
@@ -195,7 +219,7 @@ class KeyGate:
                 # event takes its place there.
                 stale.append(head)
                 state.head = event
-                self._inbox.push(event)
+                self._inbox.push(event.ready())
             else:
                 state.waiting.append(event)
                 self.held += 1
@@ -226,7 +250,7 @@ class KeyGate:
         nxt = state.head = waiting.popleft()
         self.held -= 1
         if not self._closed:
-            self._push(nxt)
+            self._push(nxt.ready())
 
     def cancel(self, reason: str) -> None:
         """Answer every held event with ``Error(EventCancelled(reason))``

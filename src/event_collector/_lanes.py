@@ -249,9 +249,15 @@ class Lane:
                     details = dict(result.details or {})
                     details["attempts"] = part.attempt
                     result = Error(err, details)
-                    await self._dispatch(
-                        DeadLettered(part.join.event, self.key, err, part.attempt)
-                    )
+                    try:
+                        await self._dispatch(
+                            DeadLettered(part.join.event, self.key, err, part.attempt)
+                        )
+                    finally:
+                        # Even when the dispatch is cancelled (the shutdown
+                        # stopping this consumer): the event has its answer.
+                        part.join.set(part.index, result)
+                    continue
                 part.join.set(part.index, result)
         finally:
             self._pump()

@@ -155,9 +155,10 @@ class EventPublisher:
                 and not isinstance(value, Payload)
             ):
                 # The common keyed send, inlined (benchmark: flow); the
-                # Payload checks the key.
+                # event makes its Payload when it goes into the queue.
+                check_ordering_key(ordering_key)
                 event = KeyedEvent(
-                    Payload(value, ordering_key=ordering_key),
+                    value,
                     self._default_priority,
                     self._clock(),
                     ordering_key,
