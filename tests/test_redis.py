@@ -446,3 +446,12 @@ async def test_an_entry_of_another_codec_is_dead_lettered_with_the_reason(
     ((_, fields),) = client.xrange(f"{stream}:dead")
     reason = fields[b"dead:reason"].decode()
     assert "written with the 'msgpack' codec, read with 'json'" in reason
+
+
+async def test_a_publisher_refuses_an_ordering_key(url: str) -> None:
+    transport = RedisTransport(url, stream="flow-refused")
+    async with transport.publisher() as publisher:
+        with pytest.raises(ConfigError, match="in-memory transport"):
+            await publisher.send(Payload(1, ordering_key="k"))
+        with pytest.raises(ConfigError, match="in-memory transport"):
+            await publisher.send_many([2, Payload(3, ordering_key="k")])

@@ -24,7 +24,7 @@ import redis.exceptions as rexc
 from .._log import Logger
 from .._models import CollectorEvent
 from ..data import Error, Payload
-from ..exceptions import EventCancelled, QueueClosed, QueueFull
+from ..exceptions import ConfigError, EventCancelled, QueueClosed, QueueFull
 from ._batches import ADD, add_args
 from ._codec import payload_document
 from ._common import (
@@ -201,6 +201,11 @@ class Sender(Replies):
         fields are this sender's); raises ``TypeError`` or ``ValueError``
         for a payload the codec refuses or one too large."""
         payload = event._payload
+        if payload is not None and payload.ordering_key is not None:
+            raise ConfigError(
+                "ordering_key: per-key ordering works with the in-memory "
+                "transport only; RedisTransport does not support it yet"
+            )
         value: Any = event._value if payload is None else payload
         try:
             data = self._encode(payload_document(value))
