@@ -28,27 +28,31 @@ it is killed itself.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
-import ctypes.util
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 
-HOST = "127.0.0.1"
-"""The only address a test broker listens on."""
+import server_process
+from server_process import HOST as HOST
+from server_process import (
+    forget,
+    kill_process,
+    log_since,
+    log_sizes,
+    log_tail,
+    required_here,
+    skip_or_fail,
+    spawn,
+    stop_process,
+)
 
 STANDARD_PORT = 1883
 """MQTT's standard port, which a test broker never uses."""
@@ -74,8 +78,7 @@ def mosquitto_required() -> bool:
     wherever ``EVENT_COLLECTOR_REQUIRE_MQTT=1``: there the MQTT tests are part
     of what is checked, and a skip would pass a run that checked nothing.
     """
-    ci = os.environ.get("CI", "").strip().lower()
-    return ci not in ("", "0", "false") or os.environ.get(_REQUIRE_ENV) == "1"
+    return required_here(_REQUIRE_ENV)
 
 
 def require_mosquitto() -> str:
@@ -86,64 +89,12 @@ def require_mosquitto() -> str:
     """
     path = mosquitto_path()
     if path is None:
-        reason = "mosquitto is not on PATH nor in /usr/sbin (apt-get install mosquitto)"
-        if mosquitto_required():
-            pytest.fail(
-                f"{reason}; the MQTT tests must run here "
-                f"(CI={os.environ.get('CI', '')!r}, "
-                f"{_REQUIRE_ENV}={os.environ.get(_REQUIRE_ENV, '')!r})",
-                pytrace=False,
-            )
-        pytest.skip(reason)
+        skip_or_fail(
+            "mosquitto is not on PATH nor in /usr/sbin (apt-get install mosquitto)",
+            "the MQTT tests",
+            _REQUIRE_ENV,
+        )
     return path
-
-
-# -- no orphan brokers ---------------------------------------------------------
-
-_live: set[subprocess.Popen[bytes]] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _kill_all() -> None:
-    """Kill every broker still running as the interpreter exits."""
-    with _live_lock:
-        processes = list(_live)
-        _live.clear()
-    for process in processes:
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the broker die when this process dies.
-
-    ``atexit`` does not run when the test process is killed; Linux's
-    ``PR_SET_PDEATHSIG`` covers that. It fires when the thread that started
-    the child ends, so it is only used from the main thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        prctl = ctypes.CDLL(name, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 # -- ports and the handshake ---------------------------------------------------
@@ -151,12 +102,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on right now (never 1883)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((HOST, 0))
-            port: int = probe.getsockname()[1]
-        if port != STANDARD_PORT:
-            return port
+    return server_process.free_port(STANDARD_PORT)
 
 
 # CONNECT, MQTT 3.1.1, clean session, keepalive 10 s, client id "probe".
@@ -269,16 +215,7 @@ class MosquittoServer:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the broker's log and of its output."""
-        parts = []
-        for path in self._log_files():
-            try:
-                text = path.read_text(errors="replace")
-            except FileNotFoundError:
-                continue
-            tail = "\n".join(text.splitlines()[-lines:])
-            if tail:
-                parts.append(f"--- {path.name} ---\n{tail}")
-        return "\n".join(parts) or "(the broker wrote nothing)"
+        return log_tail(self._log_files(), lines, "(the broker wrote nothing)")
 
     def start(self) -> MosquittoServer:
         """Start the broker and wait until it accepts an MQTT connection.
@@ -313,24 +250,18 @@ class MosquittoServer:
         if executable is None:
             raise MosquittoServerError("mosquitto is not on PATH")
         self.config_path.write_text(self.config())
-        offsets = self._log_sizes()
-        with open(self.directory / self.OUTPUT_NAME, "ab") as output:
-            process = subprocess.Popen(
-                [executable, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(),
-            )
-        with _live_lock:
-            _live.add(process)
+        logs = self._log_files()
+        offsets = log_sizes(logs)
+        process = spawn(
+            [executable, "-c", str(self.config_path)], self.directory / self.OUTPUT_NAME
+        )
         self._process = process
         deadline = time.monotonic() + self.start_timeout
         while True:
             code = process.poll()
             if code is not None:
                 self._forget()
-                if "Address already in use" in self._log_since(offsets):
+                if "Address already in use" in log_since(logs, offsets):
                     return False
                 raise MosquittoServerError(
                     f"mosquitto exited with code {code} while starting on port "
@@ -338,7 +269,7 @@ class MosquittoServer:
                 )
             # The log says "running" once this broker holds its listener: an
             # answer before that could come from another process on the port.
-            if " running" in self._log_since(offsets) and mqtt_answers(self._port):
+            if " running" in log_since(logs, offsets) and mqtt_answers(self._port):
                 return True
             if time.monotonic() > deadline:
                 self.kill()
@@ -349,19 +280,8 @@ class MosquittoServer:
             time.sleep(0.02)
 
     def _log_files(self) -> tuple[Path, Path]:
+        """The broker's log and the file of its own output."""
         return self.directory / self.LOG_NAME, self.directory / self.OUTPUT_NAME
-
-    def _log_sizes(self) -> list[int]:
-        return [p.stat().st_size if p.exists() else 0 for p in self._log_files()]
-
-    def _log_since(self, offsets: list[int]) -> str:
-        """What the broker wrote after ``offsets`` (from :meth:`_log_sizes`)."""
-        text = ""
-        for path, offset in zip(self._log_files(), offsets, strict=True):
-            with contextlib.suppress(OSError), open(path, "rb") as file:
-                file.seek(offset)
-                text += file.read().decode(errors="replace")
-        return text
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker with SIGTERM and wait; SIGKILL it after ``timeout``.
@@ -369,26 +289,16 @@ class MosquittoServer:
         Its clients see their connections close. Stopping a broker that does
         not run does nothing.
         """
-        process = self._process
-        if process is None:
+        if self._process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        stop_process(self._process, timeout)
         self._forget()
 
     def kill(self) -> None:
         """Kill the broker with SIGKILL and wait: a crash, as clients see it."""
-        process = self._process
-        if process is None:
+        if self._process is None:
             return
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        kill_process(self._process)
         self._forget()
 
     def restart(self) -> MosquittoServer:
@@ -401,9 +311,9 @@ class MosquittoServer:
         return self.start()
 
     def _forget(self) -> None:
+        """Drop the process, which has exited."""
         if self._process is not None:
-            with _live_lock:
-                _live.discard(self._process)
+            forget(self._process)
         self._process = None
 
     def __enter__(self) -> MosquittoServer:

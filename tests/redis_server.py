@@ -27,19 +27,14 @@ it is killed itself, so no test leaves a ``redis-server`` behind.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -48,8 +43,22 @@ from urllib.parse import quote
 import pytest
 import redis
 
-HOST = "127.0.0.1"
-"""The only address a test server listens on."""
+import server_process
+from server_process import HOST as HOST
+from server_process import (
+    forget,
+    kill_process,
+    log_since,
+    log_sizes,
+    log_tail,
+    required_here,
+    skip_or_fail,
+    spawn,
+    stop_process,
+)
+
+_die_with_parent = server_process.die_with_parent
+"""The ``preexec_fn`` maker of :mod:`server_process`, by its old name here."""
 
 STANDARD_PORT = 6379
 """Redis's standard port, which a test server never uses."""
@@ -67,8 +76,7 @@ def redis_server_required() -> bool:
     wherever ``EVENT_COLLECTOR_REQUIRE_REDIS=1``: there the Redis tests are
     part of what is checked, and a skip would pass a run that checked nothing.
     """
-    ci = os.environ.get("CI", "").strip().lower()
-    return ci not in ("", "0", "false") or os.environ.get(_REQUIRE_ENV) == "1"
+    return required_here(_REQUIRE_ENV)
 
 
 def require_redis_server() -> str:
@@ -79,70 +87,12 @@ def require_redis_server() -> str:
     """
     path = shutil.which("redis-server")
     if path is None:
-        reason = "redis-server is not on PATH (apt-get install redis-server)"
-        if redis_server_required():
-            pytest.fail(
-                f"{reason}; the Redis tests must run here "
-                f"(CI={os.environ.get('CI', '')!r}, "
-                f"{_REQUIRE_ENV}={os.environ.get(_REQUIRE_ENV, '')!r})",
-                pytrace=False,
-            )
-        pytest.skip(reason)
+        skip_or_fail(
+            "redis-server is not on PATH (apt-get install redis-server)",
+            "the Redis tests",
+            _REQUIRE_ENV,
+        )
     return path
-
-
-# -- no orphan servers ---------------------------------------------------------
-
-_live: set[subprocess.Popen[bytes]] = set()
-"""Every server process started and not yet waited for."""
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _kill_all() -> None:
-    """Kill every server still running as the interpreter exits.
-
-    A test that crashed, or a fixture whose teardown never ran, would
-    otherwise leave a ``redis-server`` behind.
-    """
-    with _live_lock:
-        processes = list(_live)
-        _live.clear()
-    for process in processes:
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child die when this process dies, or None.
-
-    ``atexit`` does not run when the test process is itself killed (a CI
-    timeout); Linux's ``PR_SET_PDEATHSIG`` covers that. It fires when the
-    thread that started the child ends, so it is only used from the main
-    thread, which lives as long as the process.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        prctl = ctypes.CDLL(name, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 # -- ports ---------------------------------------------------------------------
@@ -154,12 +104,7 @@ def free_port() -> int:
     The operating system picks it; another process could take it before the
     server binds it, which :meth:`RedisServer.start` notices and retries.
     """
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((HOST, 0))
-            port: int = probe.getsockname()[1]
-        if port != STANDARD_PORT:
-            return port
+    return server_process.free_port(STANDARD_PORT)
 
 
 def _ask(port: int, command: bytes, timeout: float) -> bytes:
@@ -276,16 +221,7 @@ class RedisServer:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the server's log and of its own output."""
-        parts = []
-        for path in self._log_files():
-            try:
-                text = path.read_text(errors="replace")
-            except FileNotFoundError:
-                continue
-            tail = "\n".join(text.splitlines()[-lines:])
-            if tail:
-                parts.append(f"--- {path.name} ---\n{tail}")
-        return "\n".join(parts) or "(the server wrote nothing)"
+        return log_tail(self._log_files(), lines, "(the server wrote nothing)")
 
     def command(self) -> list[str]:
         """The command line :meth:`start` runs."""
@@ -366,17 +302,8 @@ class RedisServer:
 
     def _start_once(self) -> None:
         """Run the server once and wait for it; raise _PortBusy if it cannot bind."""
-        offsets = self._log_sizes()
-        with open(self.directory / self.OUTPUT_NAME, "ab") as output:
-            process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(),
-            )
-        with _live_lock:
-            _live.add(process)
+        offsets = log_sizes(self._log_files())
+        process = spawn(self.command(), self.directory / self.OUTPUT_NAME)
         self._process = process
         self._paused = False
         deadline = time.monotonic() + self.start_timeout
@@ -384,7 +311,7 @@ class RedisServer:
             code = process.poll()
             if code is not None:
                 self._forget()
-                if "Address already in use" in self._log_since(offsets):
+                if "Address already in use" in log_since(self._log_files(), offsets):
                     raise _PortBusy
                 raise RedisServerError(
                     f"redis-server exited with code {code} while starting "
@@ -403,21 +330,6 @@ class RedisServer:
     def _log_files(self) -> tuple[Path, Path]:
         """The server's log and the file of its own output."""
         return self.log_path, self.directory / self.OUTPUT_NAME
-
-    def _log_sizes(self) -> list[int]:
-        """How long the files of :meth:`_log_files` are now."""
-        return [
-            path.stat().st_size if path.exists() else 0 for path in self._log_files()
-        ]
-
-    def _log_since(self, offsets: list[int]) -> str:
-        """What the server wrote after ``offsets`` (from :meth:`_log_sizes`)."""
-        text = ""
-        for path, offset in zip(self._log_files(), offsets, strict=True):
-            with contextlib.suppress(OSError), open(path, "rb") as file:
-                file.seek(offset)
-                text += file.read().decode(errors="replace")
-        return text
 
     def _answers(self) -> bool:
         """Whether this server (not another process on the port) answers PING.
@@ -444,18 +356,9 @@ class RedisServer:
         A paused server is resumed first so that it can act on the signal.
         Stopping a server that does not run does nothing.
         """
-        process = self._process
-        if process is None:
+        if self._process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            if self._paused:
-                os.kill(process.pid, signal.SIGCONT)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        stop_process(self._process, timeout, resume=self._paused)
         self._forget()
 
     def kill(self) -> None:
@@ -463,19 +366,15 @@ class RedisServer:
 
         Killing a server that does not run does nothing.
         """
-        process = self._process
-        if process is None:
+        if self._process is None:
             return
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        kill_process(self._process)
         self._forget()
 
     def _forget(self) -> None:
         """Drop the process, which has exited."""
         if self._process is not None:
-            with _live_lock:
-                _live.discard(self._process)
+            forget(self._process)
         self._process = None
         self._paused = False
 
