@@ -7,6 +7,8 @@ round's own, on loopback, with a trivial handler whose answers the
 publisher awaits. See :mod:`benchmarks.redis_bench.target` for what a round
 measures, :mod:`benchmarks.redis_bench.floor` for the floor, and
 :mod:`benchmarks.redis_bench._drive` for the timing code every side shares.
+Reclaim after SIGKILL is measured on its own, by
+``python -m benchmarks.redis_bench.reclaim`` (:mod:`benchmarks.redis_bench.reclaim`).
 """
 
 from .target import judge, library_available, measure
