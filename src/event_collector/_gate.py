@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._models import CollectorEvent
+from ._outcome import cancelled
 from .data import Error, Payload, ResultList
 from .exceptions import QueueClosed, QueueFull, Superseded
 
@@ -78,20 +79,7 @@ class KeyedEvent(CollectorEvent[Any]):
     def _set_answer(self, answer: object) -> bool:
         if not CollectorEvent._set_answer(self, answer):
             return False
-        # The gate's answered() and _advance(), inlined: this runs for every
-        # keyed event (benchmark: flow).
-        gate, key = self._gate, self.ordering_key
-        state = gate._keys.get(key)
-        if state is None or state.head is not self:
-            return True
-        waiting = state.waiting
-        if waiting:
-            nxt = state.head = waiting.popleft()
-            gate.held -= 1
-            if not gate._closed:
-                gate._push(nxt.ready())
-        else:
-            del gate._keys[key]
+        self._gate.answered(self)
         return True
 
 
@@ -255,8 +243,6 @@ class KeyGate:
     def cancel(self, reason: str) -> None:
         """Answer every held event with ``Error(EventCancelled(reason))``
         and release nothing more (the queue is shutting down)."""
-        from ._outcome import cancelled
-
         self._closed = True
         answer = cancelled(reason)
         stop: BaseException | None = None
