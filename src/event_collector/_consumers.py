@@ -12,13 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._log import Logger, report_exception
 from ._outcome import cancelled, propagates
-from .data import (
-    Delivery,
-    Error,
-    Ok,
-    Payload,
-    ResultList,
-)
+from .data import Delivery, Error, Ok, Payload, ResultList
 from .router import _coerce
 
 if TYPE_CHECKING:
@@ -241,6 +235,7 @@ class ConsumerPool:
         ) = self._locals
         new_getter = queue.getter
         broadcast = Delivery.BROADCAST
+        lone = None if direct is None else direct.key
         task = asyncio.current_task()
         assert task is not None
         while True:
@@ -272,18 +267,24 @@ class ConsumerPool:
                 payload = Payload(event._value)
                 payload._eid = event.id
             answer: object
+            by = None  # the collector the direct path calls
             try:
                 if direct is not None and payload.delivery is broadcast:
                     # The router's lone plain collector, called here: one
                     # coroutine less per event (see Router._direct; benchmarks:
                     # throughput, latency). What it returns is the event's
-                    # answer as it is: the event makes the ResultList when it
-                    # is read (benchmark: io).
-                    answer = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
+                    # answer as it is: the event makes the ResultList, naming
+                    # the collector, when it is read (benchmark: io).
+                    by = event._by = lone
+                    probed = direct._probed
+                    if probed is None:
+                        answer = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
+                    else:
+                        answer = await probed(payload)
                     if isinstance(answer, ResultList):
                         # A ResultList returned is one Ok value, not the
                         # event's results.
-                        answer = ResultList((Ok(answer),))
+                        answer = ResultList((Ok(answer, by),))
                 else:
                     answer = await route(payload)
                     if not checked:
@@ -291,7 +292,7 @@ class ConsumerPool:
             except Exception as exc:
                 # A handler's exception on the direct path; a custom router's
                 # own failure otherwise (collectors' errors are results).
-                answer = ResultList((Error(exc),))
+                answer = ResultList((Error(exc, None, by),))
             except BaseException as exc:
                 # The rule of _outcome: only this consumer's own cancellation,
                 # KeyboardInterrupt and SystemExit end it, and even then its
@@ -299,7 +300,7 @@ class ConsumerPool:
                 if propagates(exc, task):
                     self._answer_stopped(event, exc)
                     raise
-                answer = ResultList((Error(exc),))
+                answer = ResultList((Error(exc, None, by),))
             self.busy -= 1
             settle(event, answer)
             # An idle consumer must not keep the last event (and through it
@@ -396,11 +397,8 @@ class ConsumerPool:
     # -- stop --------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Cancel every consumer and wait until all have ended.
-
-        A consumer cancelled inside a handler answers its event with
-        ``Error(EventCancelled)`` on its way out.
-        """
+        """Cancel every consumer and wait until all have ended; one cancelled
+        inside a handler answers its event with ``Error(EventCancelled)``."""
         self._stopping = True
         while True:
             tasks = self._active | self._retiring

@@ -132,7 +132,7 @@ class FlowPool(ConsumerPool):
                 self.busy -= 1
                 lane.abandon(call, _STOPPED)
                 raise
-            results = [Error(exc)] * len(call.parts)
+            results = [Error(exc, None, lane.key)] * len(call.parts)
         try:
             await lane.finish(call, results)
         except BaseException:

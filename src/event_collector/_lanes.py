@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._outcome import cancelled, propagates
@@ -248,7 +248,7 @@ class Lane:
                     assert type(result) is Error
                     details = dict(result.details or {})
                     details["attempts"] = part.attempt
-                    result = Error(err, details)
+                    result = Error(err, details, result.collector)
                     try:
                         await self._dispatch(
                             DeadLettered(part.join.event, self.key, err, part.attempt)
@@ -309,41 +309,55 @@ class Lane:
 async def _run_batch(
     batch: BatchCollector, payloads: list[Payload[Any]]
 ) -> list[Result]:
-    """Run a batch collector's processor (with its timeout) and match its
-    answer to the payloads."""
+    """Run a batch collector's processor (with its timeout, and its
+    instrumentation) and match its answer to the payloads."""
     count = len(payloads)
-    scope: asyncio.Timeout | None = None
+    key = batch.key
+    call = batch._probed_batch or batch_call(batch)
     try:
-        if batch.timeout is None:
-            values = await batch.process_batch(payloads)
-        else:
-            async with asyncio.timeout(batch.timeout) as scope:
-                values = await batch.process_batch(payloads)
-    except TimeoutError as exc:
-        if scope is None or not scope.expired():
-            return [Error(exc)] * count
-        err = TimeoutError(
-            f"collector {batch.key!r} took longer than its timeout of "
-            f"{batch.timeout} s for a batch of {count}"
-        )
-        err.__cause__ = exc
-        return [Error(err)] * count
+        values = await call(payloads)
     except Exception as exc:
-        return [Error(exc)] * count
+        return [Error(exc, None, key)] * count
     except BaseException as exc:
         if propagates(exc):
             raise
-        return [Error(exc)] * count
+        return [Error(exc, None, key)] * count
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
         bad = TypeError(
-            f"collector {batch.key!r}: a batch processor must return a list of "
+            f"collector {key!r}: a batch processor must return a list of "
             f"{count} results (got {type(values).__name__})"
         )
-        return [Error(bad)] * count
+        return [Error(bad, None, key)] * count
     if len(values) != count:
         wrong = ValueError(
-            f"collector {batch.key!r}: the batch processor returned {len(values)} "
+            f"collector {key!r}: the batch processor returned {len(values)} "
             f"results for {count} payloads"
         )
-        return [Error(wrong)] * count
-    return [as_result(v) for v in values]
+        return [Error(wrong, None, key)] * count
+    return [as_result(v, key) for v in values]
+
+
+def batch_call(
+    batch: BatchCollector,
+) -> Callable[[list[Payload[Any]]], Awaitable[Sequence[Any]]]:
+    """A batch collector's own call, with its timeout: what instrumentation
+    wraps (see ``router.collector_call``)."""
+    timeout = batch.timeout
+    if timeout is None:
+        return batch.process_batch
+
+    async def timed(payloads: list[Payload[Any]]) -> Sequence[Any]:
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await batch.process_batch(payloads)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise
+            err = TimeoutError(
+                f"collector {batch.key!r} took longer than its timeout of "
+                f"{timeout} s for a batch of {len(payloads)}"
+            )
+            err.__cause__ = exc
+            raise err from exc
+
+    return timed

@@ -69,6 +69,7 @@ class CollectorEvent(Generic[T]):
     __slots__ = (
         "__weakref__",
         "_answer",
+        "_by",
         "_payload",
         "_value",
         "_waiters",
@@ -78,6 +79,10 @@ class CollectorEvent(Generic[T]):
         "sent_at",
         "started_at",
     )
+
+    # Set by a consumer that calls the queue's lone collector itself (left
+    # unset otherwise): the key the answer's result names when it is read.
+    _by: str | None
 
     def __init__(self, payload: Payload[T] | T, priority: int, sent_at: float) -> None:
         self.id: int = next(_ids)
@@ -169,7 +174,8 @@ class CollectorEvent(Generic[T]):
             return answer
         if answer is _PENDING:
             return None
-        return ResultList((as_result(answer),))
+        # _by: the lone collector that returned it, set by the consumer.
+        return ResultList((as_result(answer, getattr(self, "_by", None)),))
 
     def _errors(self) -> tuple[Error, ...]:
         """The ``Error`` results of an answered event, without making a
@@ -177,7 +183,9 @@ class CollectorEvent(Generic[T]):
         answer = self._answer
         if isinstance(answer, ResultList):
             return tuple(r for r in answer if type(r) is Error)
-        return (answer,) if type(answer) is Error else ()
+        if type(answer) is Error:
+            return (as_result(answer, getattr(self, "_by", None)),)  # type: ignore[return-value]
+        return ()
 
     @property
     def service_time(self) -> float | None:

@@ -1,13 +1,26 @@
-"""How a payload's delivery mode, keys and topics are read and checked
-(``Payload`` and ``Payload.set_delivery``)."""
+"""How a payload's delivery mode, keys, topics and headers are read and
+checked (``Payload``, ``Payload.set_delivery`` and ``send(headers=)``)."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-__all__ = ["NO_NAMES", "names", "routing"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEADER_CHARS",
+    "NO_NAMES",
+    "check_headers",
+    "names",
+    "routing",
+]
+
+MAX_HEADERS = 64
+"""The most headers an event may carry."""
+
+MAX_HEADER_CHARS = 8192
+"""The most characters an event's header names and values may add up to."""
 
 D = TypeVar("D", bound=enum.Enum)
 
@@ -56,3 +69,31 @@ def routing(
             f"Payload: Delivery.TOPIC routes by topics, not keys (got keys={keys!r})"
         )
     return delivery, names(keys), names(topics)
+
+
+def check_headers(given: object) -> dict[str, str]:
+    """A payload's headers as a new dict, checked: a mapping of non-empty
+    str names to str values, at most ``MAX_HEADERS`` of them adding up to
+    at most ``MAX_HEADER_CHARS`` characters (``TypeError``, ``ValueError``)."""
+    if not isinstance(given, Mapping):
+        raise TypeError(
+            f"headers must be a mapping of str to str (got headers={given!r})"
+        )
+    headers = dict(given)
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"headers: at most {MAX_HEADERS} headers (got {len(headers)})")
+    size = 0
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                f"headers must map str names to str values (got {name!r}: {value!r})"
+            )
+        if not name:
+            raise ValueError("headers: a header name must not be empty")
+        size += len(name) + len(value)
+    if size > MAX_HEADER_CHARS:
+        raise ValueError(
+            f"headers: names and values add up to {size} characters "
+            f"(at most {MAX_HEADER_CHARS})"
+        )
+    return headers

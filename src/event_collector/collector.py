@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -67,6 +67,9 @@ class Collector:
     key: str = ""
     topics: Sequence[str] = ()
     timeout: float | None = None
+    # The collector's call wrapped by instrumentation (see _probes), which
+    # runners and consumers use instead of the plain call when it is set.
+    _probed: Callable[[Payload[Any]], Awaitable[Any]] | None = None
     concurrency: int | None = None
     rate_limit: RateLimit | None = None
     retry: Retry | None = None
@@ -318,6 +321,11 @@ class BatchCollector(Collector):
     :param max_wait: the longest a payload waits for its batch to fill, in
         seconds.
     """
+
+    # The batch call wrapped by instrumentation (see _probes), or None.
+    _probed_batch: Callable[[list[Payload[Any]]], Awaitable[Sequence[Any]]] | None = (
+        None
+    )
 
     def __init__(
         self,

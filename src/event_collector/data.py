@@ -8,14 +8,15 @@ mode, and ``Context`` with attribute and item access.
 from __future__ import annotations
 
 import enum
-import traceback
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Generic, NoReturn, TypeVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from ._compat import TypeAliasType
 from ._payload_routing import NO_NAMES as _NO_NAMES
+from ._payload_routing import check_headers as _check_headers
 from ._payload_routing import names as _names
 from ._payload_routing import routing as _routing
+from ._results import Error, Ok, ResultList, abind, as_result
 
 __all__ = [
     "Context",
@@ -35,158 +36,8 @@ T = TypeVar("T")
 Record = TypeAliasType("Record", dict[str, Any])
 """A plain mapping of field names to values."""
 
-
-class Ok(Generic[T]):
-    """A successful result holding the value a collector returned."""
-
-    __slots__ = ("value",)
-    __match_args__ = ("value",)
-
-    def __init__(self, value: T) -> None:
-        self.value: T = value
-
-    @property
-    def is_error(self) -> bool:
-        """Always ``False``."""
-        return False
-
-    def ok(self) -> bool:
-        """Return ``True``: this is a success."""
-        return True
-
-    def error(self) -> bool:
-        """Return ``False``: this is not an error."""
-        return False
-
-    def unwrap(self) -> T:
-        """Return the value."""
-        return self.value
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Ok and bool(other.value == self.value)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Ok({self.value!r})"
-
-
-class Error:
-    """A failed result: the exception (or a message) and optional details.
-
-    :param err: the exception, or a message.
-    :param details: extra facts about the failure, or ``None``.
-    """
-
-    __slots__ = ("details", "err")
-    __match_args__ = ("err",)
-
-    def __init__(
-        self, err: BaseException | str, details: dict[str, Any] | None = None
-    ) -> None:
-        self.err: BaseException | str = err
-        """The exception a collector raised, with its ``__traceback__``, or a
-        string for an error that has no exception behind it."""
-        self.details: dict[str, Any] | None = details
-        """Extra facts about the failure (``abind`` puts the formatted
-        traceback under ``"trace"``), or ``None``."""
-
-    @property
-    def is_error(self) -> bool:
-        """Always ``True``."""
-        return True
-
-    @property
-    def value(self) -> None:
-        """Always ``None``: an error has no value."""
-        return None
-
-    def ok(self) -> bool:
-        """Return ``False``: this is not a success."""
-        return False
-
-    def error(self) -> bool:
-        """Return ``True``: this is an error."""
-        return True
-
-    @property
-    def traceback(self) -> str:
-        """The formatted traceback of ``err`` ("" for a string error).
-
-        Formatted on demand, so that results nobody inspects cost nothing.
-        """
-        if isinstance(self.err, BaseException):
-            return "".join(traceback.format_exception(self.err)).rstrip()
-        return ""
-
-    def unwrap(self) -> NoReturn:
-        """Raise ``err``, or :class:`RuntimeError` if it is a string."""
-        if isinstance(self.err, BaseException):
-            raise self.err
-        raise RuntimeError(self.err)
-
-    def __repr__(self) -> str:
-        return f"Error({self.err!r})"
-
-
 Result = TypeAliasType("Result", Ok[Any] | Error)
 """What a collector produces for one payload: :class:`Ok` or :class:`Error`."""
-
-
-class ResultList(list[Ok[Any] | Error]):
-    """The results of one event: one per collector that received it."""
-
-    __slots__ = ()
-
-    @property
-    def results(self) -> list[Ok[Any] | Error]:
-        """The results as a plain list."""
-        return list(self)
-
-    def first(self) -> Ok[Any] | Error:
-        """The first result, or an :class:`Error` if there is none (no
-        collector matched the payload's delivery)."""
-        if self:
-            return self[0]
-        return Error("result list is empty: no collector received the payload")
-
-    def iter(self) -> Iterator[Ok[Any] | Error]:
-        """Iterate over the results."""
-        return iter(self)
-
-    def size(self) -> int:
-        """The number of results."""
-        return len(self)
-
-    def __repr__(self) -> str:
-        return f"ResultList({list.__repr__(self)})"
-
-
-# The result classes as a tuple: isinstance checks a tuple faster than a
-# union, and as_result runs once per read of a lone handler's answer.
-_RESULT_TYPES: tuple[type[Ok[Any]], type[Error]] = (Ok, Error)
-
-
-def as_result(value: object) -> Ok[Any] | Error:
-    """Return ``value`` if it is a result, else ``Ok(value)``."""
-    if isinstance(value, _RESULT_TYPES):
-        return value
-    return Ok(value)
-
-
-async def abind(
-    func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
-) -> Ok[Any] | Error:
-    """Await ``func(*args, **kwargs)`` and return its outcome as a result.
-
-    A plain return value is wrapped in :class:`Ok`; an exception becomes an
-    :class:`Error` whose details hold the formatted traceback.
-    """
-    try:
-        value = await func(*args, **kwargs)
-    except Exception as exc:
-        return Error(exc, details={"trace": "".join(traceback.format_exception(exc))})
-    return as_result(value)
 
 
 class Delivery(enum.Enum):
@@ -214,10 +65,14 @@ class Payload(Generic[T]):
     :param ordering_key: events with the same key (a str or an int) are
         handled one at a time, in the order sent (see the flow-control
         guide); ``None`` for no ordering.
+    :param headers: a small mapping of str names to str values that goes
+        with the event through every transport (a trace's ``traceparent``,
+        a request id); see :attr:`headers`.
     :raises ValueError: the arguments contradict each other: keys and topics
         without a delivery mode, names with ``Delivery.BROADCAST``, topics
         with ``Delivery.KEY`` or keys with ``Delivery.TOPIC``.
-    :raises TypeError: ``delivery`` is not a :class:`Delivery`.
+    :raises TypeError: ``delivery`` is not a :class:`Delivery`, or the
+        headers are not str to str.
 
     The handler also sees which event the payload belongs to
     (:attr:`event_id`) and which delivery of it this is (:attr:`attempt`),
@@ -228,6 +83,8 @@ class Payload(Generic[T]):
     __slots__ = (
         "_attempt",
         "_eid",
+        "_headers",
+        "_sent_in",
         "delivery",
         "keys",
         "ordering_key",
@@ -244,6 +101,7 @@ class Payload(Generic[T]):
         topics: Iterable[str] | None = None,
         priority: int | None = None,
         ordering_key: str | int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.value: T = value
         self.delivery: Delivery
@@ -284,6 +142,23 @@ class Payload(Generic[T]):
         # it), a string from a broker; None until the payload is sent.
         self._eid: int | str | None = None
         self._attempt = 1
+        # Made when first read: most payloads carry no headers.
+        self._headers: dict[str, str] | None = (
+            None if headers is None else _check_headers(headers)
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The event's headers: str names to str values, carried with it by
+        every transport; empty unless set. At most 64 of them, their names
+        and values adding up to at most 8,192 characters; names are
+        case-sensitive. Change it before the payload is sent: what a handler
+        changes stays in its process.
+        """
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {}
+        return headers
 
     @property
     def event_id(self) -> str:
@@ -337,6 +212,8 @@ class Payload(Generic[T]):
             extra += f" priority={self.priority}"
         if self.ordering_key is not None:
             extra += f" ordering_key={self.ordering_key!r}"
+        if self._headers:
+            extra += f" headers={self._headers!r}"
         return f"<Payload {self.delivery.name}{extra} value={self.value!r}>"
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._gate import KeyedEvent, OrderingKey, check_ordering_key
 from ._models import DEFAULT_PRIORITY, CollectorEvent, QueueType
+from ._payload_routing import check_headers
+from ._probes import sending
 from .data import Payload, ResultList
 from .exceptions import ConfigError, QueueClosed
 
 if TYPE_CHECKING:
     from ._gate import KeyGate
+    from ._probes import Probe
     from .transport import Transport
 
 __all__ = ["DEFAULT_PRIORITY", "CollectorEvent", "EventPublisher", "QueueType"]
@@ -36,6 +39,7 @@ class EventPublisher:
         "_gate",
         "_join",
         "_loop_ref",
+        "_probes",
         "_put",
         "_put_nowait",
         "_transport",
@@ -67,6 +71,7 @@ class EventPublisher:
         self._loop_ref = loop_ref
         self._join = join
         self._gate = gate
+        self._probes: tuple[Probe, ...] = ()  # instrumentation (see _probes)
 
     def _make_event(
         self,
@@ -115,6 +120,7 @@ class EventPublisher:
         priority: int | None = None,
         ordering_key: OrderingKey | None = None,
         supersede: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> CollectorEvent[Any]:
         """Queue ``value`` for the collectors and return its event.
 
@@ -128,9 +134,13 @@ class EventPublisher:
         :param supersede: with an ordering key, answer the key's events that
             have not started with ``Error(Superseded)``: only the newest
             is handled.
+        :param headers: str names to str values that go with the event
+            (``payload.headers``), added to a ``Payload``'s own.
         :raises QueueClosed: the queue is not running.
         :raises ConfigError: an ordering key on a transport that carries
             events to other processes.
+        :raises TypeError, ValueError: headers that are not str to str, or
+            too many of them (at most 64, of 8,192 characters in all).
 
         On a bounded queue (``maxsize``) it waits for room; events held
         behind their ordering key count toward it.
@@ -141,9 +151,15 @@ class EventPublisher:
             priority is None
             and ordering_key is None
             and not supersede
+            and headers is None
+            and not self._probes
             and not isinstance(value, Payload)
         ):
             event = CollectorEvent(value, self._default_priority, self._clock())
+        elif headers is not None or self._probes:
+            payload = _with_headers(value, headers)
+            with sending(self._probes, payload):
+                return await self._send(payload, priority, ordering_key, supersede)
         else:
             gate = self._gate
             if (
@@ -180,6 +196,28 @@ class EventPublisher:
             self._put_nowait(event)
         return event
 
+    async def _send(
+        self,
+        value: Any,
+        priority: int | None,
+        ordering_key: OrderingKey | None,
+        supersede: bool,
+    ) -> CollectorEvent[Any]:
+        """``send`` without its inlined paths (a payload with headers, or
+        under a probe)."""
+        event = self._make_event(value, priority, ordering_key, supersede)
+        if type(event) is KeyedEvent:
+            assert self._gate is not None  # checked by _make_event
+            if self._awaits_put:
+                await self._gate.put(event, supersede)
+            else:
+                self._gate.put_nowait(event, supersede)
+        elif self._awaits_put:
+            await self._put(event)
+        else:
+            self._put_nowait(event)
+        return event
+
     def send_nowait(
         self,
         value: Any,
@@ -187,12 +225,26 @@ class EventPublisher:
         priority: int | None = None,
         ordering_key: OrderingKey | None = None,
         supersede: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> CollectorEvent[Any]:
         """Like :meth:`send`, without waiting.
 
         :raises QueueFull: a bounded queue has no room.
         :raises QueueClosed: the queue is not running.
         """
+        if headers is not None or self._probes:
+            value = _with_headers(value, headers)
+            with sending(self._probes, value):
+                return self._send_nowait(value, priority, ordering_key, supersede)
+        return self._send_nowait(value, priority, ordering_key, supersede)
+
+    def _send_nowait(
+        self,
+        value: Any,
+        priority: int | None,
+        ordering_key: OrderingKey | None,
+        supersede: bool,
+    ) -> CollectorEvent[Any]:
         event = self._make_event(value, priority, ordering_key, supersede)
         if type(event) is KeyedEvent:
             assert self._gate is not None  # checked by _make_event
@@ -208,6 +260,7 @@ class EventPublisher:
         priority: int | None = None,
         ordering_key: OrderingKey | None = None,
         supersede: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> concurrent.futures.Future[ResultList]:
         """Publish from another thread (an MQTT client's callback, say).
 
@@ -223,7 +276,8 @@ class EventPublisher:
             fut.set_exception(QueueClosed(closed or "the queue's event loop is closed"))
             return fut
         return asyncio.run_coroutine_threadsafe(
-            self._send_and_wait(value, priority, ordering_key, supersede), loop
+            self._send_and_wait(value, priority, ordering_key, supersede, headers),
+            loop,
         )
 
     async def wait(self) -> None:
@@ -236,9 +290,14 @@ class EventPublisher:
         priority: int | None,
         ordering_key: OrderingKey | None,
         supersede: bool,
+        headers: Mapping[str, str] | None,
     ) -> ResultList:
         event = await self.send(
-            value, priority=priority, ordering_key=ordering_key, supersede=supersede
+            value,
+            priority=priority,
+            ordering_key=ordering_key,
+            supersede=supersede,
+            headers=headers,
         )
         return await event.wait()
 
@@ -246,3 +305,13 @@ class EventPublisher:
         return (
             f"<EventPublisher {self.queue_type.name} qsize={self._transport.backlog()}>"
         )
+
+
+def _with_headers(value: Any, headers: Mapping[str, str] | None) -> Payload[Any]:
+    """``value`` as a ``Payload`` (a plain value is wrapped in a broadcast
+    one) with ``headers`` added to its own."""
+    if not isinstance(value, Payload):
+        return Payload(value, headers=headers)
+    if headers is not None:
+        value._headers = check_headers({**value.headers, **headers})
+    return value

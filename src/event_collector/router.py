@@ -13,14 +13,15 @@ from .collector import Collector
 from .data import Delivery, Error, Ok, Payload, ResultList, as_result
 from .exceptions import ConfigError
 
-__all__ = ["Router", "SimpleRouter", "make_runner"]
+__all__ = ["Router", "SimpleRouter", "collector_call", "make_runner"]
 
 _Runner = Callable[[Payload[Any]], Awaitable[Ok[Any] | Error]]
 
 
 def make_runner(collector: Collector) -> _Runner:
     """Return a coroutine function that runs ``collector`` on a payload and
-    always answers with a result.
+    always answers with a result that names the collector
+    (``result.collector``).
 
     A plain return value becomes ``Ok``; what the handler raises becomes
     ``Error`` (only the running
@@ -28,54 +29,61 @@ def make_runner(collector: Collector) -> _Runner:
     propagate); a handler that outlives the collector's ``timeout`` is
     cancelled and answered with ``Error(TimeoutError)``. The choice between
     the timed and the untimed runner is made here, once, not per event.
+    Instrumentation (``event_collector.otel``, the Prometheus module's
+    per-collector metrics) is looked up per call, so a runner made before
+    it was set up is instrumented too.
     """
-    process = collector.process
-    timeout = collector.timeout
+    key = collector.key
     # Unless ``process`` is overridden, call the processor the way
     # ``Collector.process`` does, without that extra coroutine frame: every
     # frame in the chain costs on each resumption of a waiting handler
     # (benchmark: io).
     direct = _is_plain(collector)
+    call = collector_call(collector)
 
+    async def run(payload: Payload[Any]) -> Ok[Any] | Error:
+        try:
+            probed = collector._probed
+            if probed is not None:
+                value = await probed(payload)
+            elif direct:
+                value = await collector.processor(payload, collector.ctx)  # type: ignore[misc]
+            else:
+                value = await call(payload)
+        except Exception as exc:
+            return Error(exc, None, key)
+        except BaseException as exc:
+            if propagates(exc):
+                raise
+            return Error(exc, None, key)
+        return as_result(value, key)
+
+    return run
+
+
+def collector_call(collector: Collector) -> Callable[[Payload[Any]], Awaitable[Any]]:
+    """The collector's own call on one payload, with its timeout: it returns
+    what the handler returns and raises what it raises, or a
+    ``TimeoutError`` that names the collector when the timeout expires.
+    What instrumentation wraps."""
+    process = collector.process
+    timeout = collector.timeout
     if timeout is None:
-
-        async def run(payload: Payload[Any]) -> Ok[Any] | Error:
-            try:
-                if direct:
-                    value = await collector.processor(payload, collector.ctx)  # type: ignore[misc]
-                else:
-                    value = await process(payload)
-            except Exception as exc:
-                return Error(exc)
-            except BaseException as exc:
-                if propagates(exc):
-                    raise
-                return Error(exc)
-            return as_result(value)
-
-        return run
-
+        return process
     key = collector.key
 
-    async def run_with_timeout(payload: Payload[Any]) -> Ok[Any] | Error:
+    async def timed(payload: Payload[Any]) -> Any:
         try:
             async with asyncio.timeout(timeout) as scope:
-                value = await process(payload)
+                return await process(payload)
         except TimeoutError as exc:
             if scope.expired():
                 # Built in a helper, not a local: the cause's traceback holds
                 # this frame, and a local would make that a reference cycle.
-                return Error(_timed_out(key, timeout, exc.__cause__))
-            return Error(exc)
-        except Exception as exc:
-            return Error(exc)
-        except BaseException as exc:
-            if propagates(exc):
-                raise
-            return Error(exc)
-        return as_result(value)
+                raise _timed_out(key, timeout, exc.__cause__)  # noqa: B904
+            raise
 
-    return run_with_timeout
+    return timed
 
 
 def _check_router(router: Any) -> None:
@@ -110,6 +118,7 @@ def _build_router(router: type[Router], collectors: Sequence[Collector]) -> Rout
 def _timed_out(key: str, timeout: float, cause: BaseException | None) -> TimeoutError:
     err = TimeoutError(f"collector {key!r} took longer than its timeout of {timeout} s")
     err.__cause__ = cause
+    err.__suppress_context__ = cause is not None
     return err
 
 

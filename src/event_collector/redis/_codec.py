@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol, runtime_checkable
 
+from .._payload_routing import check_headers
 from ..data import Delivery, Error, Ok, Payload, ResultList
 from ..exceptions import DeliveryExhausted, RemoteError
 
@@ -112,8 +113,8 @@ class MsgpackCodec:
 
 def payload_document(value: Any) -> dict[str, Any]:
     """What a sent value becomes before encoding: ``{"v": value}``, with the
-    delivery mode (``"m"``), keys (``"k"``) and topics (``"t"``) of a
-    :class:`~event_collector.data.Payload` when it has them."""
+    delivery mode (``"m"``), keys (``"k"``), topics (``"t"``) and headers
+    (``"h"``) of a :class:`~event_collector.data.Payload` when it has them."""
     if not isinstance(value, Payload):
         return {"v": value}
     document: dict[str, Any] = {"v": value.value}
@@ -123,6 +124,8 @@ def payload_document(value: Any) -> dict[str, Any]:
         document["k"] = list(value.keys)
     if value.topics:
         document["t"] = list(value.topics)
+    if value._headers:
+        document["h"] = check_headers(value._headers)
     return document
 
 
@@ -146,10 +149,11 @@ def payload_from_document(document: Any) -> Payload[Any]:
             not isinstance(names, list) or not all(isinstance(n, str) for n in names)
         ):
             raise ValueError("keys and topics must be lists of strings")
+    headers = document.get("h")
     try:
-        return Payload(document["v"], delivery, keys, topics)
+        return Payload(document["v"], delivery, keys, topics, headers=headers)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"the entry's routing is invalid: {exc}") from None
+        raise ValueError(f"the entry's routing or headers are invalid: {exc}") from None
 
 
 # -- results on the wire -------------------------------------------------------
@@ -175,11 +179,12 @@ def type_name(exc: BaseException | str) -> str:
 
 def answer_document(results: ResultList) -> list[list[Any]]:
     """The results as the codec carries them: ``["ok", value]`` or
-    ``["err", type, message, details]`` per collector, in order."""
+    ``["err", type, message, details]`` per collector, in order, each
+    followed by the collector's key when the result names one."""
     out: list[list[Any]] = []
     for result in results:
         if type(result) is Ok:
-            out.append(["ok", result.value])
+            item = ["ok", result.value]
         else:
             assert isinstance(result, Error)
             err = result.err
@@ -190,7 +195,10 @@ def answer_document(results: ResultList) -> list[list[Any]]:
                 details = {k: v for k, v in details.items() if k != "trace"} or None
             if isinstance(err, DeliveryExhausted):
                 details = {**(details or {}), "attempts": err.attempts}
-            out.append(["err", type_name(err), str(err), details])
+            item = ["err", type_name(err), str(err), details]
+        if result.collector is not None:
+            item.append(result.collector)
+        out.append(item)
     return out
 
 
@@ -204,10 +212,16 @@ def results_from_document(document: Any) -> ResultList:
     for item in document:
         if not isinstance(item, list) or not item:
             raise ValueError("a result in the reply is malformed")
-        if item[0] == "ok" and len(item) == 2:
-            results.append(Ok(item[1]))
-        elif item[0] == "err" and len(item) == 4:
-            _, name, message, details = item
+        kind, size = item[0], len(item)
+        collector = None
+        if (kind == "ok" and size == 3) or (kind == "err" and size == 5):
+            collector = item[-1]
+            if not isinstance(collector, str):
+                raise ValueError("a result in the reply names no collector")
+        if kind == "ok" and size in (2, 3):
+            results.append(Ok(item[1], collector))
+        elif kind == "err" and size in (4, 5):
+            _, name, message, details = item[:4]
             if details is not None and not isinstance(details, dict):
                 details = {"details": details}
             err: BaseException | str
@@ -218,7 +232,7 @@ def results_from_document(document: Any) -> ResultList:
                 err = str(message)
             else:
                 err = RemoteError(str(name), str(message))
-            results.append(Error(err, details))
+            results.append(Error(err, details, collector))
         else:
             raise ValueError("a result in the reply is malformed")
     return results
@@ -231,10 +245,20 @@ def encode_answer(codec: Codec, results: ResultList, limit: int) -> bytes:
         data = codec.encode(answer_document(results))
     except (TypeError, ValueError) as exc:
         why = f"the result cannot be sent back through Redis: {exc}"
-        return codec.encode([["err", type(exc).__qualname__, why, None]] * len(results))
+        return codec.encode(_failed(results, type(exc).__qualname__, why))
     if len(data) > limit:
         why = (
             f"the results are {len(data)} bytes encoded, over max_payload_bytes={limit}"
         )
-        return codec.encode([["err", "ValueError", why, None]] * len(results))
+        return codec.encode(_failed(results, "ValueError", why))
     return data
+
+
+def _failed(results: ResultList, name: str, why: str) -> list[list[Any]]:
+    """One error per result, each naming the result's collector."""
+    return [
+        ["err", name, why, None]
+        if result.collector is None
+        else ["err", name, why, None, result.collector]
+        for result in results
+    ]

@@ -4,14 +4,17 @@ queue."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from .._log import Logger
 from .._models import CollectorEvent
+from .._probes import Probe, sending
 from ..data import Payload
 from ..exceptions import QueueClosed
+from ..publisher import _with_headers
 from ._common import Config
 from ._sender import Sender, event_for
 
@@ -34,6 +37,7 @@ class RedisPublisher:
         self._log = log
         self._sender: Sender | None = None
         self._clock: Callable[[], float] = lambda: 0.0
+        self._probes: tuple[Probe, ...] = ()  # instrumentation (see _probes)
 
     async def __aenter__(self) -> RedisPublisher:
         await self.start()
@@ -82,22 +86,40 @@ class RedisPublisher:
         return event_for(value, priority, self._clock())
 
     async def send(
-        self, value: Any, *, priority: int | None = None
+        self,
+        value: Any,
+        *,
+        priority: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CollectorEvent[Any]:
         """Write one event and return it once Redis has accepted it.
 
+        :param headers: str names to str values that go with the event
+            (``payload.headers``), added to a ``Payload``'s own.
         :raises TypeError, ValueError: the codec cannot encode the value,
-            or it is larger than ``max_payload_bytes``.
+            it is larger than ``max_payload_bytes``, or the headers are not
+            str to str.
         :raises QueueClosed: the publisher is not running.
         """
         sender = self._running()
-        event = self._event(value, priority)
-        band, data = sender.entry(event)
-        await sender.submit(event, band, data)
-        return event
+        if headers is None and not self._probes:
+            event = self._event(value, priority)
+            band, data = sender.entry(event)
+            await sender.submit(event, band, data)
+            return event
+        payload = _with_headers(value, headers)
+        with sending(self._probes, payload):
+            event = self._event(payload, priority)
+            band, data = sender.entry(event)
+            await sender.submit(event, band, data)
+            return event
 
     def send_nowait(
-        self, value: Any, *, priority: int | None = None
+        self,
+        value: Any,
+        *,
+        priority: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CollectorEvent[Any]:
         """Queue one event for the next write and return it at once. If
         Redis then refuses it, the event is answered with the error.
@@ -105,30 +127,44 @@ class RedisPublisher:
         :raises QueueFull: the stream was found full (``maxsize``).
         """
         sender = self._running()
-        event = self._event(value, priority)
-        band, data = sender.entry(event)
-        sender.submit_nowait(event, band, data)
-        return event
+        payload = value
+        if headers is not None or self._probes:
+            payload = _with_headers(value, headers)
+        with sending(self._probes, payload):
+            event = self._event(payload, priority)
+            band, data = sender.entry(event)
+            sender.submit_nowait(event, band, data)
+            return event
 
     async def send_many(
-        self, values: Iterable[Any], *, priority: int | None = None
+        self,
+        values: Iterable[Any],
+        *,
+        priority: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> list[CollectorEvent[Any]]:
         """Write many events in as few round trips as possible; every value
         is checked before any is sent.
 
+        :param headers: added to every event's headers.
         :raises TypeError, ValueError: a value cannot be sent; the message
             names its index, and nothing was sent.
         """
         sender = self._running()
+        probes = self._probes
         prepared = []
-        for index, value in enumerate(values):
-            event = self._event(value, priority)
-            try:
-                band, data = sender.entry(event)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"send_many: value {index}: {exc}") from exc
-            prepared.append((event, band, data))
-        await sender.submit_many(prepared)
+        with contextlib.ExitStack() as stack:
+            for index, value in enumerate(values):
+                try:
+                    if headers is not None or probes:
+                        value = _with_headers(value, headers)
+                        stack.enter_context(sending(probes, value))
+                    event = self._event(value, priority)
+                    band, data = sender.entry(event)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"send_many: value {index}: {exc}") from exc
+                prepared.append((event, band, data))
+            await sender.submit_many(prepared)
         return [event for event, _, _ in prepared]
 
     async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
