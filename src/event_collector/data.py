@@ -93,6 +93,10 @@ class Payload(Generic[T]):
         "value",
     )
 
+    # The sender's context (a contextvars.Context), set by
+    # sender_context.carry() at send and unset otherwise.
+    _sent_in: Any
+
     def __init__(
         self,
         value: T,

@@ -1,0 +1,114 @@
+"""Handlers that see the context variables of the code that sent their event.
+
+A handler normally runs in its consumer's context: a value the sending code
+set in a :class:`contextvars.ContextVar` (a request id bound with
+``structlog.contextvars.bind_contextvars`` in a web request, say) is not
+there. :func:`carry` turns that on for one queue::
+
+    from event_collector.sender_context import carry
+
+    queue = CollectorQueue(collectors)
+    carry(queue)
+
+From then on, each send takes a copy of the sender's context (an O(1)
+copy), and each collector call on that event runs in a copy of it of its
+own: the handler reads the sender's values, and what it sets stays in its
+call, seen neither by the sender nor by another collector. The cost is a
+task per collector call; BENCHMARKS.md gives it per event.
+
+It works in memory only: a context cannot cross processes. On Redis, put
+what the handler needs in the event's headers (``send(value,
+headers={"request_id": ...})``) and bind it in the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._consumers import current_owner
+from ._instrument import install
+from ._probes import Call, Probe
+from .exceptions import ConfigError
+from .transport import MemoryTransport
+
+if TYPE_CHECKING:
+    from .collector import Collector
+    from .data import Payload
+    from .queue import CollectorQueue
+
+__all__ = ["carry"]
+
+#: The name of the task a carried collector call runs in.
+TASK_NAME = "event-collector-handler"
+
+
+def carry(queue: CollectorQueue) -> Callable[[], None]:
+    """Run ``queue``'s collector calls in the context of the code that sent
+    each event; return the function that turns it off again.
+
+    Events sent from then on are carried; what was sent before runs in its
+    consumer's context as before. It may be called before the queue starts
+    or while it runs.
+
+    :raises ConfigError: the queue's transport carries events to other
+        processes (a context does not cross them), or the sender's context
+        is carried for the queue already.
+    :raises TypeError: ``queue`` is not a ``CollectorQueue``.
+    """
+    from .queue import CollectorQueue
+
+    if not isinstance(queue, CollectorQueue):
+        raise TypeError(f"carry() takes a CollectorQueue (got {type(queue).__name__})")
+    if not isinstance(queue.transport, MemoryTransport):
+        raise ConfigError(
+            "sender context: a context does not cross processes, so it is "
+            f"carried in memory only (this queue uses "
+            f"{type(queue.transport).__name__}); put what handlers need in "
+            "the event's headers instead"
+        )
+    if any(isinstance(p, _SenderContext) for p in queue.get_publisher()._probes):
+        raise ConfigError("sender context: carried for this queue already")
+    return install(queue, _SenderContext())
+
+
+class _SenderContext(Probe):
+    """The probe behind :func:`carry`: it keeps the sender's context on the
+    payload and runs each collector call in a task of that context's copy."""
+
+    # Outermost: a trace's consumer span must be made current inside the
+    # sender's context, where the handler runs, not around it.
+    outer = True
+
+    def sending(self, payload: Payload[Any]) -> contextlib.AbstractContextManager[Any]:
+        payload._sent_in = contextvars.copy_context()
+        return contextlib.nullcontext()
+
+    def wrap(self, collector: Collector, call: Call) -> Call:
+        async def in_sender_context(payload: Payload[Any]) -> Any:
+            sent_in: contextvars.Context | None = getattr(payload, "_sent_in", None)
+            if sent_in is None:  # sent before carry() or by another process
+                return await call(payload)
+            context = sent_in.copy()
+            # What consumers set for their handlers, set here too: the queue
+            # that owns the handler (shut_down_queue from inside it).
+            context.run(current_owner.set, current_owner.get())
+            return await _start(call(payload), context)
+
+        return in_sender_context
+
+
+def _start(coro: Any, context: contextvars.Context) -> asyncio.Task[Any]:
+    """A task running ``coro`` in ``context``; awaiting it, a consumer that
+    is cancelled cancels the task too."""
+    if sys.version_info >= (3, 12):
+        loop = asyncio.get_running_loop()
+        if loop.get_task_factory() is None:
+            return asyncio.Task(
+                coro, loop=loop, name=TASK_NAME, context=context, eager_start=True
+            )
+    return asyncio.get_running_loop().create_task(coro, name=TASK_NAME, context=context)

@@ -1,0 +1,222 @@
+"""``sender_context.carry``: handlers that see the sender's context variables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+from typing import Any
+
+import pytest
+import structlog
+
+from event_collector import Collector, CollectorQueue, Context, Payload
+from event_collector.data import Delivery, Error, Ok
+from event_collector.exceptions import ConfigError, EventCancelled
+from event_collector.redis import RedisTransport
+from event_collector.sender_context import TASK_NAME, carry
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+async def _read_request_id(payload: Payload[Any], ctx: Context) -> str | None:
+    return request_id.get()
+
+
+async def _send_as(publisher: Any, rid: str, value: Any) -> Any:
+    """Send ``value`` from a context of its own in which ``request_id`` is
+    ``rid`` (a web request's task, say)."""
+
+    async def request() -> Any:
+        request_id.set(rid)
+        return await publisher.send(value)
+
+    return await asyncio.create_task(request())
+
+
+async def test_a_handler_sees_the_senders_values_only_when_carried() -> None:
+    async with CollectorQueue([Collector("h", _read_request_id)], logging=False) as q:
+        publisher = q.get_publisher()
+        before = await _send_as(publisher, "r-0", 0)
+        assert await before == [Ok(None)]
+
+        remove = carry(q)
+        carried = await _send_as(publisher, "r-1", 1)
+        assert await carried == [Ok("r-1")]
+
+        remove()
+        after = await _send_as(publisher, "r-2", 2)
+        assert await after == [Ok(None)]
+
+
+async def test_structlog_values_bound_by_the_sender_show_in_the_handlers_log() -> None:
+    out = io.StringIO()
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.KeyValueRenderer(key_order=["event"]),
+        ],
+    )
+
+    async def handler(payload: Payload[Any], ctx: Context) -> None:
+        log.info("charged", amount=payload.value)
+
+    async with CollectorQueue([Collector("pay", handler)], logging=False) as q:
+        carry(q)
+
+        async def request() -> None:
+            structlog.contextvars.bind_contextvars(request_id="req-7")
+            await (await q.get_publisher().send(12))
+
+        await asyncio.create_task(request())
+    assert out.getvalue().strip() == "event='charged' amount=12 request_id='req-7'"
+    assert structlog.contextvars.get_contextvars() == {}
+
+
+async def test_concurrent_events_each_see_their_own_sender() -> None:
+    started = 0
+    all_started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(payload: Payload[Any], ctx: Context) -> str | None:
+        nonlocal started
+        started += 1
+        if started == 6:
+            all_started.set()
+        await release.wait()
+        return request_id.get()
+
+    async with CollectorQueue(
+        [Collector("h", handler)], min_consumers=6, logging=False
+    ) as q:
+        carry(q)
+        publisher = q.get_publisher()
+        events = [await _send_as(publisher, f"r-{n}", n) for n in range(6)]
+        await asyncio.wait_for(all_started.wait(), 10)
+        release.set()
+        answers = [await event for event in events]
+    assert answers == [[Ok(f"r-{n}")] for n in range(6)]
+
+
+async def test_what_a_handler_sets_stays_in_its_call() -> None:
+    seen: dict[str, object] = {}
+
+    async def first(payload: Payload[Any], ctx: Context) -> None:
+        seen["first saw"] = request_id.get()
+        request_id.set("set by first")
+
+    async def second(payload: Payload[Any], ctx: Context) -> None:
+        await asyncio.sleep(0)
+        seen["second saw"] = request_id.get()
+        request_id.set("set by second")
+
+    async with CollectorQueue(
+        [Collector("first", first), Collector("second", second)], logging=False
+    ) as q:
+        carry(q)
+        request_id.set("sender")
+        results = await (await q.get_publisher().send(1))
+        # The sender's own value is untouched.
+        assert request_id.get() == "sender"
+        again = await (await q.get_publisher().send(2))
+    assert [r.collector for r in results] == ["first", "second"]
+    assert all(r.ok() for r in results + again)
+    assert seen == {"first saw": "sender", "second saw": "sender"}
+
+
+async def test_a_carried_call_runs_in_a_task_of_its_own_and_keeps_its_result() -> None:
+    async def handler(payload: Payload[Any], ctx: Context) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        if payload.value == "fail":
+            raise LookupError("no such order")
+        return task.get_name()
+
+    async with CollectorQueue([Collector("h", handler)], logging=False) as q:
+        carry(q)
+        ok = await (await q.get_publisher().send("name"))
+        failed = await (await q.get_publisher().send("fail"))
+    assert ok == [Ok(TASK_NAME)]
+    assert ok[0].collector == "h"
+    (error,) = failed
+    assert type(error) is Error
+    assert isinstance(error.err, LookupError)
+    assert error.collector == "h"
+
+
+async def test_keyed_and_topic_delivery_and_timeouts_are_carried() -> None:
+    async def slow(payload: Payload[Any], ctx: Context) -> None:
+        await asyncio.sleep(30)
+
+    collectors = [
+        Collector("reader", _read_request_id, topics=["t"]),
+        Collector("slow", slow, timeout=0.01),
+    ]
+    async with CollectorQueue(collectors, logging=False) as q:
+        carry(q)
+        publisher = q.get_publisher()
+        request_id.set("sender")
+        by_topic = await (await publisher.send(Payload(1, topics=["t"])))
+        by_key = await (await publisher.send(Payload(2, Delivery.KEY, keys=["slow"])))
+    assert by_topic == [Ok("sender")]
+    (timed_out,) = by_key
+    assert type(timed_out) is Error
+    assert isinstance(timed_out.err, TimeoutError)
+    assert "slow" in str(timed_out.err)
+
+
+async def test_shutdown_cancels_a_carried_call_and_answers_its_event() -> None:
+    started = asyncio.Event()
+
+    async def hang(payload: Payload[Any], ctx: Context) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    q = CollectorQueue(
+        [Collector("h", hang)], consumer_shutdown_timeout=0.01, logging=False
+    )
+    await q.init_queue()
+    carry(q)
+    event = await q.get_publisher().send(1)
+    await asyncio.wait_for(started.wait(), 10)
+    await q.shut_down_queue()
+    (result,) = await event
+    assert type(result) is Error
+    assert isinstance(result.err, EventCancelled)
+    left = [t for t in asyncio.all_tasks() if t.get_name() == TASK_NAME]
+    assert left == []
+
+
+async def test_shut_down_queue_from_inside_a_carried_handler() -> None:
+    async def stop(payload: Payload[Any], ctx: Context) -> str:
+        await ctx.queue.shut_down_queue()
+        return "stopped"
+
+    q = CollectorQueue([Collector("h", stop)], logging=False)
+    stop_collector = q.collectors[0]
+    stop_collector.ctx.queue = q
+    await q.init_queue()
+    carry(q)
+    event = await q.get_publisher().send(1)
+    assert await asyncio.wait_for(event.wait(), 10) == [Ok("stopped")]
+    await asyncio.wait_for(q.shut_down_queue(), 10)
+    assert q.state == "closed"
+
+
+async def test_carry_is_refused_where_a_context_cannot_go() -> None:
+    q = CollectorQueue(
+        [Collector("h", _read_request_id)],
+        transport=RedisTransport("redis://127.0.0.1:1/0", stream="nowhere"),
+        logging=False,
+    )
+    with pytest.raises(ConfigError, match="memory only"):
+        carry(q)
+    with pytest.raises(TypeError, match="CollectorQueue"):
+        carry(object())  # type: ignore[arg-type]
+    memory = CollectorQueue([Collector("h", _read_request_id)], logging=False)
+    carry(memory)
+    with pytest.raises(ConfigError, match="already"):
+        carry(memory)
