@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from event_collector import Ok
 
-from . import baselines, flow, library, redis_bench
+from . import baselines, flow, instrument, library, redis_bench
 from ._loops import LoopFactory, run, run_counting_gc
 
 __all__ = ["FULL", "QUICK", "TARGETS", "Sizes", "Target", "Verdict", "percentile"]
@@ -55,6 +55,8 @@ class Sizes:
     flow_keys: int = 1000
     flow_burst_events: int = 1000
     flow_burst_latency: float = 0.001  # seconds per handler
+    instrument_events: int = 50_000  # per run of one side
+    instrument_pairs: int = 10  # turns of every side per round
 
 
 FULL = Sizes()
@@ -73,6 +75,8 @@ QUICK = Sizes(
     flow_pairs=2,
     flow_keyed_events=20_000,
     flow_burst_events=200,
+    instrument_events=10_000,
+    instrument_pairs=2,
 )
 
 
@@ -402,6 +406,16 @@ TARGETS: dict[str, Target] = {
             "events/s",
             flow.measure,
             flow.judge,
+        ),
+        Target(
+            "instrument",
+            "10. instrumentation: OpenTelemetry and the sender's context",
+            ">= 0.95x with tracing installed but off; seam >= 0.95x before it",
+            "plain_events_per_s",
+            "otel_idle_events_per_s",
+            "events/s",
+            instrument.measure,
+            instrument.judge,
         ),
     )
 }

@@ -35,6 +35,8 @@ TINY = dataclasses.replace(
     flow_keyed_events=300,
     flow_keys=30,
     flow_burst_events=20,
+    instrument_events=300,
+    instrument_pairs=1,
 )
 
 RATE_KEYS = {
@@ -100,6 +102,20 @@ MEDIAN_KEYS = {
         "burst_x_serial",
         "unkeyed_burst_peak_consumers",
     },
+    "instrument": {
+        "base_measured",
+        "base_events_per_s",
+        "plain_events_per_s",
+        "otel_idle_events_per_s",
+        "otel_sdk_events_per_s",
+        "sender_context_events_per_s",
+        "idle_ratio",
+        "seam_ratio",
+        "sdk_ratio",
+        "sdk_extra_us",
+        "sender_context_ratio",
+        "sender_context_extra_us",
+    },
 }
 
 # Figures a target leaves NaN when what they compare with is not there: the
@@ -108,7 +124,8 @@ UNMEASURED = {
     "flow": (
         "base_measured",
         {"base_events_per_s", "unused_ratio", "unused_cpu_ratio"},
-    )
+    ),
+    "instrument": ("base_measured", {"base_events_per_s", "seam_ratio"}),
 }
 
 
@@ -159,6 +176,11 @@ def test_each_target_measures_both_sides(name: str) -> None:
         # nothing, where the same burst without a key grows it.
         assert medians["burst_peak_consumers"] == 1
         assert medians["unkeyed_burst_peak_consumers"] > 1
+    if name == "instrument":
+        assert medians["idle_ratio"] > 0
+        assert medians["sdk_extra_us"] == pytest.approx(
+            1e6 / medians["otel_sdk_events_per_s"] - 1e6 / medians["plain_events_per_s"]
+        )
     if name == "latency":
         assert medians["bare_p50_ms"] <= medians["bare_p99_ms"]
         assert medians["library_p50_ms"] <= medians["library_p99_ms"]

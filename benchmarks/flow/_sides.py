@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,15 +73,23 @@ def base_source(ref: str = BASE_REF) -> Path | None:
 
 
 class Side:
-    """A ``_child.py`` process importing ``event_collector`` from
-    ``source`` (a ``src/`` directory), ready to measure runs of ``events``
-    events on ``loop``.
+    """A ``_child.py`` process (or ``child``, given ``args`` too) importing
+    ``event_collector`` from ``source`` (a ``src/`` directory), ready to
+    measure runs of ``events`` events on ``loop``.
 
     :raises SideFailed: it failed to start, or imported ``event_collector``
         from somewhere else.
     """
 
-    def __init__(self, source: Path, events: int, loop: str) -> None:
+    def __init__(
+        self,
+        source: Path,
+        events: int,
+        loop: str,
+        *,
+        child: Path = CHILD,
+        args: Sequence[str] = (),
+    ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(source), *filter(None, [env.get("PYTHONPATH")])]
@@ -90,7 +98,15 @@ class Side:
         # Closed by close(), which every Side gets (see alternate).
         self._errors: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self._popen = subprocess.Popen(
-            [sys.executable, str(CHILD), "--events", str(events), "--loop", loop],
+            [
+                sys.executable,
+                str(child),
+                "--events",
+                str(events),
+                "--loop",
+                loop,
+                *args,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._errors,
