@@ -98,3 +98,22 @@ def test_the_dashboard_is_well_formed() -> None:
             assert '{queue=~"$queue"}' in expr, expr
     names = [v["name"] for v in dashboard["templating"]["list"]]
     assert names == ["datasource", "queue"]
+
+
+async def test_the_collector_panels_draw_a_line_per_collector() -> None:
+    exported = await _exported()
+    exprs = [e for e in _exprs(_dashboard()) if "event_collector_collector_" in e]
+    read = {name for expr in exprs for name in NAME.findall(expr)}
+    # The per-collector time histogram and failed-call counter, both read.
+    assert read == {
+        "event_collector_collector_handler_seconds_bucket",
+        "event_collector_collector_errors_total",
+    }
+    for name in read:
+        assert {"queue", "collector"} <= exported[name], (name, exported[name])
+    for expr in exprs:
+        groups = [{x.strip() for x in g.split(",")} for g in LABELS.findall(expr)]
+        assert groups, expr
+        assert all({"queue", "collector"} <= g for g in groups), expr
+        if expr.startswith("histogram_quantile("):
+            assert all("le" in g for g in groups), expr

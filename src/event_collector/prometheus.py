@@ -11,8 +11,9 @@ One call exports a queue's metrics through ``prometheus_client``::
 
 The gauges are read from :meth:`CollectorQueue.get_metrics
 <event_collector.queue.CollectorQueue.get_metrics>` at scrape time; the histograms
-and counters are fed by an event observer, once per answered event. Every
-sample has a ``queue`` label, so several queues can share one registry.
+and counters are fed by an event observer, once per answered event, and the
+per-collector ones by a probe around each collector call. Every sample has a
+``queue`` label, so several queues can share one registry.
 
 A fleet of workers on a Redis stream is exported by any process that can
 reach the Redis, a worker or not (the stream's backlog, pending entries,
@@ -31,10 +32,8 @@ Needs the ``prometheus`` extra: ``pip install -e ".[prometheus]"`` from a checko
 from __future__ import annotations
 
 import itertools
-import math
 import threading
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -51,6 +50,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._flow_pool import held_by_reason
+from ._instrument import install
+from ._prometheus_collectors import CollectorCalls, collector_families
+from ._prometheus_collectors import Histogram as _Histogram
 from ._prometheus_fleet import FleetCollector, instrument_fleet
 from ._prometheus_registry import METRIC_PREFIX as _PREFIX
 from ._prometheus_registry import Kind, RegistryExporter, register
@@ -141,34 +143,6 @@ _EVENTS = "events_processed"
 _ERRORS = "errors"
 
 
-def _le(bound: float) -> str:
-    """A bucket bound as the exposition format writes it."""
-    return "+Inf" if math.isinf(bound) else repr(bound)
-
-
-class _Histogram:
-    """Bucket counts of one series; guarded by the owner's lock."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
-        buckets: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip(self.bounds, self.counts, strict=True):
-            running += count
-            buckets.append((_le(bound), float(running)))
-        return buckets, self.total
-
-
 def _check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     bounds = tuple(float(b) for b in buckets)
     if not bounds or any(a >= b for a, b in itertools.pairwise(bounds)):
@@ -210,13 +184,15 @@ def _families() -> dict[str, Metric]:
         "Error results, by the exception class name (kind).",
         labels=["queue", "kind"],
     )
+    families.update(collector_families())
     return families
 
 
 class QueueCollector:
     """The Prometheus metrics of one collector queue.
 
-    Made by :func:`instrument`, which registers it. ``collect()`` yields this
+    Made by :func:`instrument`, which registers it and installs the probe
+    that feeds its per-collector series. ``collect()`` yields this
     queue's metric families alone; in a registry, the queues that share it
     are exported together, one ``queue`` label value each.
 
@@ -226,10 +202,12 @@ class QueueCollector:
     """
 
     __slots__ = (
+        "_calls",
         "_errors",
         "_events",
         "_lock",
         "_registered",
+        "_remove_probe",
         "_service",
         "_wait",
         "name",
@@ -256,6 +234,10 @@ class QueueCollector:
         self._events = 0
         self._errors: dict[str, int] = {}
         self._registered: RegistryExporter | None = None
+        # Per-collector series, fed once the probe is installed (instrument).
+        keys = [c.key for c in queue.collectors]
+        self._calls = CollectorCalls(keys, bounds, queue._clock)
+        self._remove_probe: Callable[[], None] | None = None
 
     def observe(self, event: CollectorEvent[Any]) -> None:
         """Count an answered event: the queue calls it for each one."""
@@ -308,6 +290,7 @@ class QueueCollector:
         assert isinstance(error_counter, CounterMetricFamily)
         for kind, count in errors:
             error_counter.add_metric([self.name, kind], count)
+        self._calls.add_samples(self.name, families)
 
     def collect(self) -> Iterator[Metric]:
         """This queue's metric families."""
@@ -320,10 +303,14 @@ class QueueCollector:
         yield from _families().values()
 
     def unregister(self) -> None:
-        """Stop observing the queue and remove its series from the registry.
+        """Stop observing the queue and its collectors' calls, and remove
+        its series from the registry.
 
         Calling it again does nothing.
         """
+        remove, self._remove_probe = self._remove_probe, None
+        if remove is not None:
+            remove()
         self.queue.remove_event_observer(self.observe)
         exporter, self._registered = self._registered, None
         if exporter is not None:
@@ -365,7 +352,13 @@ def instrument(
       ``event_collector_wait_time_seconds`` of every answered event;
     - counters ``event_collector_events_processed_total`` and
       ``event_collector_errors_total`` (label ``kind``: the exception class
-      name of each ``Error`` result, ``str`` for a message).
+      name of each ``Error`` result, ``str`` for a message);
+    - per collector (label ``collector``: its key), the histogram
+      ``event_collector_collector_handler_seconds`` of each call's time (one
+      per batch for a batch collector), on the queue's clock, and the counter
+      ``event_collector_collector_errors_total`` of the failed calls: those
+      that raised (a timeout or a shutdown's cancellation included), returned
+      an ``Error``, or, for a batch, answered any payload with one.
 
     The histograms and counters count from this call on.
 
@@ -381,4 +374,5 @@ def instrument(
     collector = QueueCollector(queue, name, buckets=buckets)
     collector._registered = register(registry, _QUEUES, collector)
     queue.add_event_observer(collector.observe)
+    collector._remove_probe = install(queue, collector._calls)
     return collector
