@@ -267,7 +267,6 @@ class ConsumerPool:
                 payload = Payload(event._value)
                 payload._eid = event.id
             answer: object
-            by = None  # the collector the direct path calls
             try:
                 if direct is not None and payload.delivery is broadcast:
                     # The router's lone plain collector, called here: one
@@ -275,7 +274,7 @@ class ConsumerPool:
                     # throughput, latency). What it returns is the event's
                     # answer as it is: the event makes the ResultList, naming
                     # the collector, when it is read (benchmark: io).
-                    by = event._by = lone
+                    event._by = lone
                     probed = direct._probed
                     if probed is None:
                         answer = await direct.processor(payload, direct.ctx)  # type: ignore[misc]
@@ -284,7 +283,7 @@ class ConsumerPool:
                     if isinstance(answer, ResultList):
                         # A ResultList returned is one Ok value, not the
                         # event's results.
-                        answer = ResultList((Ok(answer, by),))
+                        answer = ResultList((Ok(answer, lone),))
                 else:
                     answer = await route(payload)
                     if not checked:
@@ -292,7 +291,7 @@ class ConsumerPool:
             except Exception as exc:
                 # A handler's exception on the direct path; a custom router's
                 # own failure otherwise (collectors' errors are results).
-                answer = ResultList((Error(exc, None, by),))
+                answer = ResultList((Error(exc, None, getattr(event, "_by", None)),))
             except BaseException as exc:
                 # The rule of _outcome: only this consumer's own cancellation,
                 # KeyboardInterrupt and SystemExit end it, and even then its
@@ -300,7 +299,7 @@ class ConsumerPool:
                 if propagates(exc, task):
                     self._answer_stopped(event, exc)
                     raise
-                answer = ResultList((Error(exc, None, by),))
+                answer = ResultList((Error(exc, None, getattr(event, "_by", None)),))
             self.busy -= 1
             settle(event, answer)
             # An idle consumer must not keep the last event (and through it

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ._probes import Probe, Probed, installed, ordered, rewrap
 from .collector import Collector
+from .publisher import EventPublisher
 from .queue import CollectorQueue
 
 if TYPE_CHECKING:
@@ -31,16 +32,20 @@ def install(
     if isinstance(target, CollectorQueue):
         publishers = [target.get_publisher()]
         collectors = target.collectors
-    elif hasattr(target, "_probes"):
+    elif hasattr(target, "_probes") and not isinstance(target, EventPublisher):
+        # A queue's own publisher has _probes too, but probing it alone
+        # would leave the queue's collectors unprobed: the queue is given.
         publishers, collectors = [target], []
     else:
         raise TypeError(
             "instrument a CollectorQueue or a RedisPublisher "
             f"(got {type(target).__name__})"
         )
-    for publisher in publishers:
-        if probe in publisher._probes:
-            raise ValueError(f"{probe!r} is installed on this target already")
+    if probe in _installed_on(publishers, collectors):
+        raise ValueError(f"{probe!r} is installed on this target already")
+    if type(probe).sending is Probe.sending:
+        # A probe of collector calls only: sends keep their inlined path.
+        publishers = []
     for publisher in publishers:
         publisher._probes = ordered((*publisher._probes, probe))
     for collector in collectors:
@@ -53,3 +58,11 @@ def install(
             rewrap(collector, tuple(p for p in installed(collector) if p is not probe))
 
     return remove
+
+
+def _installed_on(publishers: list[Probed], collectors: list[Collector]) -> set[Probe]:
+    """The probes installed on any of these publishers and collectors."""
+    found = {p for publisher in publishers for p in publisher._probes}
+    for collector in collectors:
+        found.update(installed(collector))
+    return found

@@ -174,8 +174,13 @@ class CollectorEvent(Generic[T]):
             return answer
         if answer is _PENDING:
             return None
-        # _by: the lone collector that returned it, set by the consumer.
-        return ResultList((as_result(answer, getattr(self, "_by", None)),))
+        # _by: the lone collector that returned it, set by the consumer
+        # (unset for an answer a transport gave).
+        try:
+            by = self._by
+        except AttributeError:
+            by = None
+        return ResultList((as_result(answer, by),))
 
     def _errors(self) -> tuple[Error, ...]:
         """The ``Error`` results of an answered event, without making a

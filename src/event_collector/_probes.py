@@ -20,7 +20,7 @@ or removed, never per event.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from ._lanes import batch_call
@@ -75,13 +75,17 @@ class Probed(Protocol):
     _probes: tuple[Probe, ...]
 
 
-@contextlib.contextmanager
-def sending(probes: tuple[Probe, ...], payload: Payload[Any]) -> Iterator[None]:
-    """Enter every probe's ``sending`` around a send, the first one first."""
-    with contextlib.ExitStack() as stack:
+def sending(
+    probes: tuple[Probe, ...], payload: Payload[Any]
+) -> contextlib.AbstractContextManager[Any]:
+    """Every probe's ``sending`` around a send, the first one entered first."""
+    if len(probes) == 1:
+        return probes[0].sending(payload)
+    stack = contextlib.ExitStack()
+    with stack:  # a probe that fails to enter exits those entered before it
         for probe in probes:
             stack.enter_context(probe.sending(payload))
-        yield
+        return stack.pop_all()
 
 
 def ordered(probes: tuple[Probe, ...]) -> tuple[Probe, ...]:
@@ -100,8 +104,9 @@ def rewrap(collector: Collector, probes: tuple[Probe, ...]) -> None:
     outermost), or drop it when none is left."""
     probes = ordered(probes)
     if not probes:
-        for name in ("_event_collector_probes", "_probed", "_probed_batch"):
+        for name in ("_event_collector_probes", "_probed_batch"):
             vars(collector).pop(name, None)
+        collector._probed = None  # as Collector.__init__ leaves it
         return
     collector._event_collector_probes = probes  # type: ignore[attr-defined]
     call = collector_call(collector)

@@ -157,6 +157,9 @@ class Collector:
             self, concurrency, rate_limit, retry
         )
         self._lifecycle_cm: AbstractAsyncContextManager[Any] | None = None
+        # An instance attribute, not just the class's None: consumers read it
+        # for every event they hand this collector themselves.
+        self._probed = None
 
     async def process(self, payload: Payload[Any]) -> Any:
         """Handle one payload; by default, await the processor with the

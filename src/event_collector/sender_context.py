@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .data import Payload
     from .queue import CollectorQueue
 
-__all__ = ["carry"]
+__all__ = ["TASK_NAME", "carry"]
 
 #: The name of the task a carried collector call runs in.
 TASK_NAME = "event-collector-handler"
