@@ -31,6 +31,7 @@ LEFT_OUT = {
     *("demo", "_demo_output", "_demo_flow"),
     *("health", "_health"),
     *("prometheus", "_prometheus_fleet", "_prometheus_registry"),
+    "_prometheus_collectors",
     *("_compat", "types"),
 }
 """Modules not drawn: the command line (``worker`` and ``top`` included), the
