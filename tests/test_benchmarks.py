@@ -115,6 +115,9 @@ MEDIAN_KEYS = {
         "sdk_extra_us",
         "sender_context_ratio",
         "sender_context_extra_us",
+        "prometheus_events_per_s",
+        "prometheus_ratio",
+        "prometheus_extra_us",
     },
 }
 

@@ -13,7 +13,9 @@ line it reads, with the queue set up as ``--mode`` says:
   tracer provider, a batch span processor and an exporter that drops what
   it gets;
 - ``sender-context``: ``event_collector.sender_context.carry(queue)``,
-  each send made from a context with a structlog binding.
+  each send made from a context with a structlog binding;
+- ``prometheus``: ``event_collector.prometheus.instrument(queue)`` on a
+  registry of its own (the queue's metrics and the per-collector ones).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import event_collector
 from event_collector import Collector, CollectorQueue, Ok
 
-MODES = ("plain", "otel-idle", "otel-sdk", "sender-context")
+MODES = ("plain", "otel-idle", "otel-sdk", "sender-context", "prometheus")
 
 
 async def _trivial(payload: Any, ctx: Any) -> Ok[int]:
@@ -69,6 +71,17 @@ def _setup(mode: str) -> Callable[[CollectorQueue], None]:
 
         structlog.contextvars.bind_contextvars(request_id="r-1")
         return lambda queue: kept.append(carry(queue))
+    if mode == "prometheus":
+        from prometheus_client import CollectorRegistry
+
+        from event_collector import prometheus
+
+        def export(queue: CollectorQueue) -> None:
+            name = f"bench-{len(kept)}"  # a queue per run, each its own label
+            kept.append(prometheus.instrument(queue, registry=registry, name=name))
+
+        registry = CollectorRegistry()
+        return export
     raise SystemExit(f"unknown mode {mode!r}")
 
 

@@ -1,22 +1,23 @@
 """The ``instrument`` target: what instrumentation costs, one round.
 
-Five child processes (:mod:`._child`) measure the trivial-handler
+Six child processes (:mod:`._child`) measure the trivial-handler
 throughput of the ``throughput`` target, one consumer, each set up its own
 way: the code before the instrumentation seam (git ref :data:`BASE_REF`,
 extracted from this clone) and, on this checkout's ``src/``, nothing
 installed (``plain``), ``otel.instrument(queue)`` with no tracer provider
 set (``otel-idle``), ``instrument`` with the OpenTelemetry SDK and an
 exporter that drops the spans (``otel-sdk``), and
-``sender_context.carry(queue)`` (``sender-context``). They take turns,
+``sender_context.carry(queue)`` (``sender-context``), and
+``prometheus.instrument(queue)`` (``prometheus``). They take turns,
 ``instrument_pairs`` times, the order reversed from one turn to the next,
 so that a neighbour's load on this shared machine falls on every side
 alike. Ratios are taken within each turn; the figures are their medians.
 
 Goals: ``otel-idle`` at least 0.95x ``plain`` (tracing that is not turned
 on costs nothing measurable), and ``plain`` at least 0.95x the base (the
-seam costs nothing measurable when unused). The SDK's and the sender
-context's costs are reported per event, in microseconds, as the time per
-event over ``plain``'s.
+seam costs nothing measurable when unused). The SDK's, the sender
+context's and the Prometheus exporter's costs are reported per event, in
+microseconds, as the time per event over ``plain``'s.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ IDLE_GOAL = 0.95
 SEAM_GOAL = 0.95
 
 CHILD = Path(__file__).with_name("_child.py")
-MODES = ("plain", "otel-idle", "otel-sdk", "sender-context")
+MODES = ("plain", "otel-idle", "otel-sdk", "sender-context", "prometheus")
 
 
 def measure(
@@ -108,6 +109,8 @@ def measure(
         "sdk_extra_us": extra_us("otel-sdk"),
         "sender_context_ratio": ratio("sender-context", "plain"),
         "sender_context_extra_us": extra_us("sender-context"),
+        "prometheus_ratio": ratio("prometheus", "plain"),
+        "prometheus_extra_us": extra_us("prometheus"),
     }
 
 
@@ -132,5 +135,9 @@ def judge(medians: dict[str, float]) -> Verdict:
     parts.append(
         f"sender context +{medians['sender_context_extra_us']:.1f} us/event "
         f"({medians['sender_context_ratio']:.2f}x)"
+    )
+    parts.append(
+        f"Prometheus +{medians['prometheus_extra_us']:.1f} us/event "
+        f"({medians['prometheus_ratio']:.2f}x)"
     )
     return Verdict(idle, "; ".join(parts), met)
