@@ -1,0 +1,268 @@
+"""The probe behind :mod:`event_collector.otel`: a producer span around
+each send, a consumer span around each collector call, and the attribute
+names they carry.
+
+Only the OpenTelemetry API is used here (``trace``, ``context``,
+``propagate``): the application brings the SDK, or nothing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+
+from ._outcome import propagates
+from ._probes import BatchCall, Call, Probe
+from .collector import BatchCollector, Collector
+from .data import Error, Payload
+
+__all__ = ["TraceProbe", "Where"]
+
+# OpenTelemetry's messaging semantic conventions, written out: the
+# opentelemetry-semantic-conventions package is not a dependency.
+SYSTEM = "messaging.system"
+DESTINATION = "messaging.destination.name"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+MESSAGE_ID = "messaging.message.id"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+CLIENT_ID = "messaging.client.id"
+BATCH_COUNT = "messaging.batch.message_count"
+ERROR_TYPE = "error.type"
+# This package's own.
+COLLECTOR = "event_collector.collector"
+ATTEMPT = "event_collector.attempt"
+
+CANCELLED = "cancelled"
+"""``error.type`` of a call stopped by its consumer's cancellation."""
+
+# The context a consumer span is parented in: the message's own, never the
+# consumer task's (which it copied from whoever started the queue).
+_NO_CONTEXT = Context()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Where:
+    """What the spans say about where the messages go."""
+
+    system: str
+    """``messaging.system``."""
+    destination: str
+    """``messaging.destination.name``."""
+    group: str | None = None
+    """``messaging.consumer.group.name`` of consumer spans, if any."""
+    client_id: str | None = None
+    """``messaging.client.id`` of consumer spans, if any."""
+
+
+class TraceProbe(Probe):
+    """Spans for every send and every collector call (see ``_probes``)."""
+
+    def __init__(self, tracer: Tracer, where: Where) -> None:
+        self._tracer = tracer
+        common: dict[str, Any] = {SYSTEM: where.system, DESTINATION: where.destination}
+        self._send_name = f"send {where.destination}"
+        self._send_attributes = {
+            **common,
+            OPERATION_TYPE: "send",
+            OPERATION_NAME: "send",
+        }
+        self._process_name = f"process {where.destination}"
+        process = {**common, OPERATION_TYPE: "process", OPERATION_NAME: "process"}
+        if where.group is not None:
+            process[CONSUMER_GROUP] = where.group
+        if where.client_id is not None:
+            process[CLIENT_ID] = where.client_id
+        self._process_attributes = process
+
+    def sending(self, payload: Payload[Any]) -> _Send:
+        return _Send(self._tracer, self._send_name, self._send_attributes, payload)
+
+    def wrap(self, collector: Collector, call: Call) -> Call:
+        tracer = self._tracer
+        name = self._process_name
+        attributes = {**self._process_attributes, COLLECTOR: collector.key}
+
+        async def traced(payload: Payload[Any]) -> Any:
+            parent = propagate.extract(payload.headers, context=_NO_CONTEXT)
+            span = tracer.start_span(
+                name,
+                parent,
+                SpanKind.CONSUMER,
+                {
+                    **attributes,
+                    MESSAGE_ID: payload.event_id,
+                    ATTEMPT: payload.attempt,
+                },
+            )
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            try:
+                value = await call(payload)
+            except BaseException as exc:
+                _raised(span, exc)
+                raise
+            else:
+                if isinstance(value, Error):
+                    _answered(span, value)
+            finally:
+                otel_context.detach(token)
+                span.end()
+            return value
+
+        return traced
+
+    def wrap_batch(self, collector: BatchCollector, call: BatchCall) -> BatchCall:
+        tracer = self._tracer
+        name = self._process_name
+        attributes = {**self._process_attributes, COLLECTOR: collector.key}
+
+        async def traced(payloads: list[Payload[Any]]) -> Sequence[Any]:
+            span = tracer.start_span(
+                name,
+                _NO_CONTEXT,
+                SpanKind.CONSUMER,
+                {**attributes, BATCH_COUNT: len(payloads)},
+                _links(payloads),
+            )
+            token = otel_context.attach(trace.set_span_in_context(span, _NO_CONTEXT))
+            try:
+                values = await call(payloads)
+            except BaseException as exc:
+                _raised(span, exc)
+                raise
+            else:
+                if isinstance(values, list | tuple):
+                    errors = [v for v in values if isinstance(v, Error)]
+                    if errors:
+                        _batch_answered(span, errors, len(values))
+            finally:
+                otel_context.detach(token)
+                span.end()
+            return values
+
+        return traced
+
+    def __repr__(self) -> str:
+        return f"<TraceProbe {self._send_name!r}>"
+
+
+class _Send:
+    """The producer span of one send: started and injected into the
+    payload's headers on entry, given the message id and ended on exit.
+
+    It is not made current: ``send_many`` holds several open at once."""
+
+    __slots__ = ("_attributes", "_name", "_payload", "_span", "_tracer")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        attributes: dict[str, Any],
+        payload: Payload[Any],
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._attributes = attributes
+        self._payload = payload
+        self._span: Span | None = None
+
+    def __enter__(self) -> Span:
+        span = self._span = self._tracer.start_span(
+            self._name, kind=SpanKind.PRODUCER, attributes=self._attributes
+        )
+        propagate.inject(self._payload.headers, context=trace.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span = self._span
+        assert span is not None
+        if exc is not None:
+            # Not the id: an event made and then refused is no message.
+            _failed(span, exc)
+        elif event_id := self._payload.event_id:
+            span.set_attribute(MESSAGE_ID, event_id)
+        span.end()
+
+
+def _links(payloads: list[Payload[Any]]) -> list[Link]:
+    """A link to each payload's producer span (those that carry one)."""
+    links = []
+    for payload in payloads:
+        remote = propagate.extract(payload.headers, context=_NO_CONTEXT)
+        span_context = trace.get_current_span(remote).get_span_context()
+        if span_context.is_valid:
+            event_id = payload.event_id
+            links.append(
+                Link(span_context, {MESSAGE_ID: event_id} if event_id else None)
+            )
+    return links
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _failed(span: Span, exc: BaseException) -> None:
+    """Record ``exc`` on ``span``, whose operation failed with it."""
+    if not span.is_recording():
+        return
+    span.record_exception(exc)
+    span.set_attribute(ERROR_TYPE, _error_type(exc))
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def _raised(span: Span, exc: BaseException) -> None:
+    """A collector call ended with ``exc``: an error, unless it is the
+    running task's own cancellation (the queue stopping the consumer), which
+    is marked as such, without an exception event: nothing crashed."""
+    if isinstance(exc, asyncio.CancelledError) and propagates(exc):
+        if span.is_recording():
+            span.set_attribute(ERROR_TYPE, CANCELLED)
+            span.set_status(
+                Status(StatusCode.ERROR, "cancelled before the handler finished")
+            )
+        return
+    _failed(span, exc)
+
+
+def _answered(span: Span, error: Error) -> None:
+    """The handler returned ``error``."""
+    err = error.err
+    if isinstance(err, BaseException):
+        _failed(span, err)
+    elif span.is_recording():
+        span.set_attribute(ERROR_TYPE, "_OTHER")
+        span.set_status(Status(StatusCode.ERROR, err))
+
+
+def _batch_answered(span: Span, errors: list[Error], count: int) -> None:
+    """A batch call returned ``errors`` among its ``count`` results."""
+    if not span.is_recording():
+        return
+    for error in errors:
+        if isinstance(error.err, BaseException):
+            span.record_exception(error.err)
+    first = errors[0].err
+    span.set_attribute(
+        ERROR_TYPE, _error_type(first) if isinstance(first, BaseException) else "_OTHER"
+    )
+    span.set_status(
+        Status(StatusCode.ERROR, f"{len(errors)} of {count} results are errors")
+    )
