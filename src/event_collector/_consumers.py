@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ._log import Logger, report_exception
 from ._outcome import cancelled, propagates
 from .data import Delivery, Error, Ok, Payload, ResultList
+from .data import _plain_payload as plain_payload
 from .router import _coerce
 
 if TYPE_CHECKING:
@@ -264,8 +265,7 @@ class ConsumerPool:
             # plain value's Payload is made here, for the handler only.
             payload = event._payload
             if payload is None:
-                payload = Payload(event._value)
-                payload._eid = event.id
+                payload = plain_payload(event._value, event.id)
             answer: object
             try:
                 if direct is not None and payload.delivery is broadcast:

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Generator
 from typing import Any, Generic, TypeVar
 
-from .data import Error, Payload, ResultList, as_result
+from .data import Error, Payload, ResultList, _plain_payload, as_result
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -122,8 +122,7 @@ class CollectorEvent(Generic[T]):
         """
         payload = self._payload
         if payload is None:
-            payload = self._payload = Payload(self._value)  # type: ignore[arg-type]
-            payload._eid = self.id
+            payload = self._payload = _plain_payload(self._value, self.id)  # type: ignore[arg-type]
         return payload
 
     # -- answering (used by the queue) --------------------------------------

@@ -221,6 +221,25 @@ class Payload(Generic[T]):
         return f"<Payload {self.delivery.name}{extra} value={self.value!r}>"
 
 
+_new = object.__new__
+_BROADCAST = Delivery.BROADCAST
+
+
+def _plain_payload(value: T, eid: int | str) -> Payload[T]:
+    """``Payload(value)`` of event ``eid``, made without the constructor's
+    argument checks: what a consumer hands a handler for a plain value it
+    was sent, once per event (benchmark: throughput). Sets every slot the
+    constructor sets."""
+    payload: Payload[T] = _new(Payload)
+    payload.value = value
+    payload.delivery = _BROADCAST
+    payload.keys = payload.topics = _NO_NAMES
+    payload.priority = payload.ordering_key = payload._headers = None
+    payload._eid = eid
+    payload._attempt = 1
+    return payload
+
+
 class Context:
     """Application values shared with a collector's handler.
 
