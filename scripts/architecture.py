@@ -32,6 +32,7 @@ LEFT_OUT = {
     *("health", "_health"),
     *("prometheus", "_prometheus_fleet", "_prometheus_registry"),
     "_prometheus_collectors",
+    *("otel", "_otel_spans", "sender_context"),
     *("_compat", "types"),
 }
 """Modules not drawn: the command line (``worker`` and ``top`` included), the
