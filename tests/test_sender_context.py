@@ -14,7 +14,7 @@ from event_collector import Collector, CollectorQueue, Context, Payload
 from event_collector.data import Delivery, Error, Ok
 from event_collector.exceptions import ConfigError, EventCancelled
 from event_collector.redis import RedisTransport
-from event_collector.sender_context import TASK_NAME, carry
+from event_collector.sender_context import carry
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -127,24 +127,58 @@ async def test_what_a_handler_sets_stays_in_its_call() -> None:
     assert seen == {"first saw": "sender", "second saw": "sender"}
 
 
-async def test_a_carried_call_runs_in_a_task_of_its_own_and_keeps_its_result() -> None:
+async def test_a_carried_call_runs_in_its_consumers_task_and_keeps_its_result() -> None:
+    """Each step of the call runs in the sender's context, across waits on
+    futures and bare yields, in the consumer's own task (no task of its
+    own); its value and its exception come back as results."""
+    later: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
     async def handler(payload: Payload[Any], ctx: Context) -> Any:
         task = asyncio.current_task()
         assert task is not None
+        seen = [request_id.get()]
+        await asyncio.sleep(0)  # a bare yield
+        seen.append(request_id.get())
+        if payload.value == "wait":
+            seen.append(await later)  # a future resolved by another task
+            seen.append(request_id.get())
         if payload.value == "fail":
-            raise LookupError("no such order")
-        return task.get_name()
+            raise LookupError(f"no such order (seen {seen})")
+        return task.get_name(), seen
 
     async with CollectorQueue([Collector("h", handler)], logging=False) as q:
         carry(q)
-        ok = await (await q.get_publisher().send("name"))
-        failed = await (await q.get_publisher().send("fail"))
-    assert ok == [Ok(TASK_NAME)]
-    assert ok[0].collector == "h"
-    (error,) = failed
+        publisher = q.get_publisher()
+        ok = await _send_as(publisher, "r-1", "name")
+        waiting = await _send_as(publisher, "r-2", "wait")
+        asyncio.get_running_loop().call_later(0.01, later.set_result, "resolved")
+        failed = await _send_as(publisher, "r-3", "fail")
+        answers = [await ok, await waiting, await failed]
+    assert answers[0] == [Ok(("event-collector-consumer", ["r-1", "r-1"]))]
+    assert answers[1] == [
+        Ok(("event-collector-consumer", ["r-2", "r-2", "resolved", "r-2"]))
+    ]
+    (error,) = answers[2]
     assert type(error) is Error
     assert isinstance(error.err, LookupError)
+    assert str(error.err) == "no such order (seen ['r-3', 'r-3'])"
     assert error.collector == "h"
+
+
+async def test_a_failed_future_is_thrown_into_the_carried_call() -> None:
+    async def handler(payload: Payload[Any], ctx: Context) -> str:
+        failing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(failing.set_exception, KeyError("k"))
+        try:
+            await failing
+        except KeyError:
+            return f"caught in {request_id.get()}"
+        return "not thrown"
+
+    async with CollectorQueue([Collector("h", handler)], logging=False) as q:
+        carry(q)
+        answer = await (await _send_as(q.get_publisher(), "r-9", 1))
+    assert answer == [Ok("caught in r-9")]
 
 
 async def test_keyed_and_topic_delivery_and_timeouts_are_carried() -> None:
@@ -171,23 +205,29 @@ async def test_keyed_and_topic_delivery_and_timeouts_are_carried() -> None:
 async def test_shutdown_cancels_a_carried_call_and_answers_its_event() -> None:
     started = asyncio.Event()
 
+    cancelled_in: list[str | None] = []
+
     async def hang(payload: Payload[Any], ctx: Context) -> None:
         started.set()
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled_in.append(request_id.get())
+            raise
 
     q = CollectorQueue(
         [Collector("h", hang)], consumer_shutdown_timeout=0.01, logging=False
     )
     await q.init_queue()
     carry(q)
-    event = await q.get_publisher().send(1)
+    event = await _send_as(q.get_publisher(), "r-5", 1)
     await asyncio.wait_for(started.wait(), 10)
     await q.shut_down_queue()
     (result,) = await event
     assert type(result) is Error
     assert isinstance(result.err, EventCancelled)
-    left = [t for t in asyncio.all_tasks() if t.get_name() == TASK_NAME]
-    assert left == []
+    # The consumer's cancellation reached the handler, in the sender's context.
+    assert cancelled_in == ["r-5"]
 
 
 async def test_shut_down_queue_from_inside_a_carried_handler() -> None:

@@ -13,8 +13,9 @@ there. :func:`carry` turns that on for one queue::
 From then on, each send takes a copy of the sender's context (an O(1)
 copy), and each collector call on that event runs in a copy of it of its
 own: the handler reads the sender's values, and what it sets stays in its
-call, seen neither by the sender nor by another collector. The cost is a
-task per collector call; BENCHMARKS.md gives it per event.
+call, seen neither by the sender nor by another collector. The call still
+runs in its consumer's task, each of its steps in that copy; BENCHMARKS.md
+gives the cost per event.
 
 It works in memory only: a context cannot cross processes. On Redis, put
 what the handler needs in the event's headers (``send(value,
@@ -23,12 +24,11 @@ headers={"request_id": ...})``) and bind it in the handler.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
-import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import types
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._consumers import current_owner
 from ._instrument import install
@@ -41,10 +41,9 @@ if TYPE_CHECKING:
     from .data import Payload
     from .queue import CollectorQueue
 
-__all__ = ["TASK_NAME", "carry"]
+__all__ = ["carry"]
 
-#: The name of the task a carried collector call runs in.
-TASK_NAME = "event-collector-handler"
+T = TypeVar("T")
 
 
 def carry(queue: CollectorQueue) -> Callable[[], None]:
@@ -78,7 +77,7 @@ def carry(queue: CollectorQueue) -> Callable[[], None]:
 
 class _SenderContext(Probe):
     """The probe behind :func:`carry`: it keeps the sender's context on the
-    payload and runs each collector call in a task of that context's copy."""
+    payload and steps each collector call in that context's copy."""
 
     # Outermost: a trace's consumer span must be made current inside the
     # sender's context, where the handler runs, not around it.
@@ -86,7 +85,7 @@ class _SenderContext(Probe):
 
     def sending(self, payload: Payload[Any]) -> contextlib.AbstractContextManager[Any]:
         payload._sent_in = contextvars.copy_context()
-        return contextlib.nullcontext()
+        return _NOTHING
 
     def wrap(self, collector: Collector, call: Call) -> Call:
         async def in_sender_context(payload: Payload[Any]) -> Any:
@@ -97,18 +96,45 @@ class _SenderContext(Probe):
             # What consumers set for their handlers, set here too: the queue
             # that owns the handler (shut_down_queue from inside it).
             context.run(current_owner.set, current_owner.get())
-            return await _start(call(payload), context)
+            return await _step_in(context, call(payload))
 
         return in_sender_context
 
 
-def _start(coro: Any, context: contextvars.Context) -> asyncio.Task[Any]:
-    """A task running ``coro`` in ``context``; awaiting it, a consumer that
-    is cancelled cancels the task too."""
-    if sys.version_info >= (3, 12):
-        loop = asyncio.get_running_loop()
-        if loop.get_task_factory() is None:
-            return asyncio.Task(
-                coro, loop=loop, name=TASK_NAME, context=context, eager_start=True
-            )
-    return asyncio.get_running_loop().create_task(coro, name=TASK_NAME, context=context)
+_NOTHING = contextlib.nullcontext()
+
+
+async def _step_in(context: contextvars.Context, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` with each of its steps run in ``context``, in the
+    running task: no task of its own, so no trip through the loop's ready
+    queue to start it or to hear that it ended.
+
+    What it yields (the future it waits for, or ``None`` for a bare yield)
+    goes up to the task, and what the task sends or throws back (its own
+    cancellation included) goes down to it.
+    """
+    steps = context.run(awaitable.__await__)
+    send, throw = steps.send, steps.throw
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        try:
+            if thrown is None:
+                yielded = context.run(send, sent)
+            else:
+                exc, thrown = thrown, None
+                yielded = context.run(throw, exc)
+                del exc
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            sent = await _suspend(yielded)
+        except BaseException as exc:  # the task cancelled, or a failed future
+            sent, thrown = None, exc
+
+
+@types.coroutine
+def _suspend(yielded: Any) -> Generator[Any, Any, Any]:
+    """Yield ``yielded`` to the running task; return what it sends back."""
+    return (yield yielded)
