@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._models import CollectorEvent
 from ._outcome import cancelled
-from .data import Error, Payload, ResultList
+from .data import Error, Payload, ResultList, _plain_payload
 from .exceptions import QueueClosed, QueueFull, Superseded
 
 if TYPE_CHECKING:
@@ -64,10 +64,8 @@ class KeyedEvent(CollectorEvent[Any]):
         a long line of held events is one object each, not two (benchmark:
         flow)."""
         if self._payload is None:
-            payload = self._payload = Payload(
-                self._value, ordering_key=self.ordering_key
-            )
-            payload._eid = self.id
+            payload = self._payload = _plain_payload(self._value, self.id)
+            payload.ordering_key = self.ordering_key
             self._value = None
         return self
 
