@@ -337,10 +337,12 @@ def served(registry: CollectorRegistry) -> Iterator[str]:
         thread.join(GUARD)
 
 
-def rows(frame: ServiceFrame, watch: ServiceWatch) -> dict[str, list[str]]:
+def rows(
+    frame: ServiceFrame, watch: ServiceWatch, *, width: int = 200
+) -> dict[str, list[str]]:
     """The table rows of the rendered view: first cell -> the other cells."""
     with open(os.devnull, "w") as devnull:
-        console = Console(record=True, width=200, file=devnull)
+        console = Console(record=True, width=width, file=devnull)
         console.print(
             render_service(frame, watch.history, window=watch.window, width=watch.width)
         )
@@ -406,3 +408,8 @@ async def test_top_shows_each_collectors_error_rate_and_latency() -> None:
     assert view["flaky"][-2] == "200.0 ms"
     assert view["fast"][:3] == ["4.0/s", "0.0/s", "0.0 %"]
     assert view["fast"][-2] == "10.0 ms"
+    # A narrow terminal keeps every figure whole (the sparklines' headers
+    # give way first).
+    narrow = rows(second, watch, width=60)
+    assert narrow["flaky"][:3] == ["4.0/s", "2.0/s", "50.0 %"]
+    assert "200.0 ms" in narrow["flaky"]
