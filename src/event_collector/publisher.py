@@ -313,5 +313,7 @@ def _with_headers(value: Any, headers: Mapping[str, str] | None) -> Payload[Any]
     if not isinstance(value, Payload):
         return Payload(value, headers=headers)
     if headers is not None:
-        value._headers = check_headers({**value.headers, **headers})
+        # Checked alone first, so that what is wrong with them is said in
+        # their terms, not in those of the merge.
+        value._headers = check_headers({**value.headers, **check_headers(headers)})
     return value
