@@ -21,7 +21,6 @@ from conftest import Gate, LoopErrors, is_cancelled
 from event_collector import (
     BatchCollector,
     Collector,
-    CollectorEvent,
     CollectorQueue,
     Context,
     Delivery,
@@ -36,10 +35,14 @@ from event_collector.redis import JsonCodec, RedisPublisher, RedisTransport
 from redis_server import RedisServer, redis_server_module  # noqa: F401
 
 # The hook and the fixture run every test here once per transport.
-from transports import _on_transport, make_queue, pytest_generate_tests  # noqa: F401
-
-# A wide guard: a test that needs it has hung, not run slowly.
-GUARD = 30.0
+from transports import (  # noqa: F401
+    GUARD,
+    _on_transport,
+    pytest_generate_tests,
+    queue_of,
+    results_of,
+    value_of,
+)
 
 # A test of a value that no transport carries runs once.
 NO_TRANSPORT = pytest.mark.transports("memory")
@@ -76,31 +79,14 @@ async def _hang(payload: Payload[Any], ctx: Context) -> Any:
     await asyncio.Event().wait()
 
 
-def _queue(*collectors: Collector, **options: Any) -> CollectorQueue:
-    options.setdefault("logging", False)
-    return make_queue(list(collectors), **options)
-
-
-async def _results(event: CollectorEvent[Any]) -> list[Ok[Any] | Error]:
-    async with asyncio.timeout(GUARD):
-        return list(await event)
-
-
-def _value(results: list[Ok[Any] | Error]) -> Any:
-    """The value of a lone collector's result (failing on an error)."""
-    (result,) = results
-    assert isinstance(result, Ok), result
-    return result.value
-
-
 # -- headers through the queue -------------------------------------------------
 
 
 async def test_a_payloads_headers_reach_the_handler(loop_guard: LoopErrors) -> None:
     headers = {"traceparent": "00-4bf92f-00f067-01", "tenant": "acme"}
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         event = await queue.get_publisher().send(Payload(1, headers=headers))
-        seen = _value(await _results(event))
+        seen = value_of(await results_of(event))
     assert seen["value"] == 1
     assert seen["headers"] == headers
     assert isinstance(seen["id"], str)
@@ -109,11 +95,14 @@ async def test_a_payloads_headers_reach_the_handler(loop_guard: LoopErrors) -> N
 
 
 async def test_the_headers_of_send_reach_the_handler(loop_guard: LoopErrors) -> None:
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         publisher = queue.get_publisher()
         plain = await publisher.send("plain", headers={"request-id": "r-1"})
         nowait = publisher.send_nowait("nowait", headers={"request-id": "r-2"})
-        first, second = _value(await _results(plain)), _value(await _results(nowait))
+        first, second = (
+            value_of(await results_of(plain)),
+            value_of(await results_of(nowait)),
+        )
     assert first["headers"] == {"request-id": "r-1"}
     assert second["headers"] == {"request-id": "r-2"}
     assert first["id"]
@@ -122,7 +111,7 @@ async def test_the_headers_of_send_reach_the_handler(loop_guard: LoopErrors) -> 
 
 
 async def test_send_threadsafe_carries_headers(loop_guard: LoopErrors) -> None:
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         publisher = queue.get_publisher()
 
         def from_a_thread() -> Any:
@@ -130,7 +119,7 @@ async def test_send_threadsafe_carries_headers(loop_guard: LoopErrors) -> None:
             return future.result(GUARD)
 
         results = await asyncio.to_thread(from_a_thread)
-    seen = _value(results)
+    seen = value_of(results)
     assert seen["value"] == "t"
     assert seen["headers"] == {"origin": "mqtt"}
     assert seen["id"]
@@ -140,11 +129,11 @@ async def test_the_headers_of_send_are_merged_over_the_payloads(
     loop_guard: LoopErrors,
 ) -> None:
     payload = Payload("p", headers={"a": "payload", "b": "payload"})
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         event = await queue.get_publisher().send(
             payload, headers={"b": "send", "c": "send"}
         )
-        seen = _value(await _results(event))
+        seen = value_of(await results_of(event))
     merged = {"a": "payload", "b": "send", "c": "send"}
     assert seen["headers"] == merged
     assert event.payload.headers == merged
@@ -155,18 +144,18 @@ async def test_headers_set_on_a_payload_before_it_is_sent_are_carried(
 ) -> None:
     payload = Payload("p")
     payload.headers["set-later"] = "yes"
-    async with _queue(Collector("c", _seen)) as queue:
-        seen = _value(await _results(await queue.get_publisher().send(payload)))
+    async with queue_of(Collector("c", _seen)) as queue:
+        seen = value_of(await results_of(await queue.get_publisher().send(payload)))
     assert seen["headers"] == {"set-later": "yes"}
 
 
 async def test_an_event_sent_without_headers_has_none(loop_guard: LoopErrors) -> None:
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         publisher = queue.get_publisher()
         plain = await publisher.send("plain")
         payload = await publisher.send(Payload("payload", priority=3))
         explicit = await publisher.send("explicit", headers=None)
-        results = [_value(await _results(e)) for e in (plain, payload, explicit)]
+        results = [value_of(await results_of(e)) for e in (plain, payload, explicit)]
     assert [r["headers"] for r in results] == [{}, {}, {}]
     assert all(r["id"] for r in results)
 
@@ -194,7 +183,7 @@ async def test_refused_headers_send_nothing(loop_guard: LoopErrors) -> None:
         handled.append(payload.value)
         return payload.value
 
-    async with _queue(Collector("c", record)) as queue:
+    async with queue_of(Collector("c", record)) as queue:
         publisher = queue.get_publisher()
         for _, headers, error, message in _REFUSED:
             with pytest.raises(error, match=message):
@@ -208,7 +197,7 @@ async def test_refused_headers_send_nothing(loop_guard: LoopErrors) -> None:
                 await asyncio.wrap_future(future)
         # Events are handled in the order sent: had a refused one gone in,
         # it would have been handled before this one.
-        assert _value(await _results(await publisher.send("after"))) == "after"
+        assert value_of(await results_of(await publisher.send("after"))) == "after"
     assert handled == ["after"]
 
 
@@ -216,24 +205,24 @@ async def test_a_refused_merge_leaves_the_payloads_headers_as_they_were(
     loop_guard: LoopErrors,
 ) -> None:
     payload = Payload("p", headers=_many(60))
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         publisher = queue.get_publisher()
         with pytest.raises(ValueError, match=r"at most 64 headers \(got 65\)"):
             await publisher.send(payload, headers={f"x{i}": "v" for i in range(5)})
         assert payload.headers == _many(60)
         # The four that fit are merged.
         event = await publisher.send(payload, headers={f"x{i}": "v" for i in range(4)})
-        seen = _value(await _results(event))
+        seen = value_of(await results_of(event))
     assert len(seen["headers"]) == 64
 
 
 # Per-key ordering is an in-memory promise (a broker's transport refuses it).
 @pytest.mark.transports("memory")
 async def test_headers_go_with_an_ordering_key(loop_guard: LoopErrors) -> None:
-    async with _queue(Collector("c", _seen)) as queue:
+    async with queue_of(Collector("c", _seen)) as queue:
         publisher = queue.get_publisher()
         event = await publisher.send("k", ordering_key="order-7", headers={"a": "1"})
-        seen = _value(await _results(event))
+        seen = value_of(await results_of(event))
     assert seen["headers"] == {"a": "1"}
     assert event.payload.ordering_key == "order-7"
 
@@ -313,7 +302,7 @@ async def test_a_redis_publishers_headers_reach_the_worker(
             headers={"how": "send_many"},
         )
         plain = await publisher.send("plain")
-        seen = [_value(await _results(e)) for e in (sent, nowait, *many, plain)]
+        seen = [value_of(await results_of(e)) for e in (sent, nowait, *many, plain)]
     assert [s["value"] for s in seen] == ["send", "nowait", "one", "two", "plain"]
     assert [s["headers"] for s in seen] == [
         {"how": "send"},
@@ -383,7 +372,7 @@ async def test_an_entry_with_bad_headers_is_answered_with_why(
         transport.publisher() as publisher,
         _worker(url, stream, Collector("c", _seen)),
     ):
-        results = await _results(await publisher.send("x"))
+        results = await results_of(await publisher.send("x"))
     (result,) = results
     assert isinstance(result, Error)
     assert isinstance(result.err, RemoteError)
@@ -409,9 +398,11 @@ def test_ok_equality_ignores_the_collector_and_repr_shows_it() -> None:
 
 
 async def test_a_broadcast_names_each_collector(loop_guard: LoopErrors) -> None:
-    queue = _queue(Collector("a", _echo), Collector("b", _raise), Collector("c", _echo))
+    queue = queue_of(
+        Collector("a", _echo), Collector("b", _raise), Collector("c", _echo)
+    )
     async with queue:
-        results = await _results(await queue.get_publisher().send(5))
+        results = await results_of(await queue.get_publisher().send(5))
     assert [r.collector for r in results] == ["a", "b", "c"]
     assert results[0] == Ok(5)
     assert isinstance(results[1], Error)
@@ -422,7 +413,7 @@ async def test_a_broadcast_names_each_collector(loop_guard: LoopErrors) -> None:
 async def test_key_and_topic_delivery_name_the_collectors(
     loop_guard: LoopErrors,
 ) -> None:
-    queue = _queue(
+    queue = queue_of(
         Collector("a", _echo, topics=["t1"]),
         Collector("b", _echo, topics=["t1", "t2"]),
         Collector("c", _echo, topics=["t2"]),
@@ -432,7 +423,7 @@ async def test_key_and_topic_delivery_name_the_collectors(
         by_key = await publisher.send(Payload(1, Delivery.KEY, keys=["c", "a"]))
         one_key = await publisher.send(Payload(2, Delivery.KEY, keys=["b"]))
         by_topic = await publisher.send(Payload(3, Delivery.TOPIC, topics=["t2"]))
-        results = [await _results(e) for e in (by_key, one_key, by_topic)]
+        results = [await results_of(e) for e in (by_key, one_key, by_topic)]
     assert [[r.collector for r in rs] for rs in results] == [
         ["c", "a"],
         ["b"],
@@ -482,10 +473,10 @@ async def test_every_outcome_of_a_handler_names_its_collector(
     loop_guard: LoopErrors, path: str
 ) -> None:
     kinds = ["value", "ok", "error", "named", "raise"]
-    async with _queue(*_PATHS[path]()) as queue:
+    async with queue_of(*_PATHS[path]()) as queue:
         publisher = queue.get_publisher()
         events = [await publisher.send(_to_c(path, kind)) for kind in kinds]
-        results = [await _results(e) for e in events]
+        results = [await results_of(e) for e in events]
         # Read again: the direct path makes its result on every read.
         again = [list(e.get_result() or []) for e in events]
     for outcomes in (results, again):
@@ -514,14 +505,14 @@ async def test_a_returned_result_is_named_in_place_or_copied(
         return result
 
     collectors = [Collector(c.key, keep, timeout=c.timeout) for c in _PATHS[path]()]
-    async with _queue(*collectors) as queue:
+    async with queue_of(*collectors) as queue:
         publisher = queue.get_publisher()
         ok = await publisher.send(_to_c(path, "ok"))
         error = await publisher.send(_to_c(path, "error"))
         named = await publisher.send(_to_c(path, "named"))
-        (ok_result,) = await _results(ok)
-        (error_result,) = await _results(error)
-        (named_result,) = await _results(named)
+        (ok_result,) = await results_of(ok)
+        (error_result,) = await results_of(error)
+        (named_result,) = await results_of(named)
     assert len(returned) == 3
     # One that named no collector is named in place.
     assert ok_result is returned[0]
@@ -540,15 +531,15 @@ async def test_one_result_returned_by_two_collectors_names_each(
     async def give(payload: Payload[Any], ctx: Context) -> Any:
         return shared
 
-    async with _queue(Collector("a", give), Collector("b", give)) as queue:
-        results = await _results(await queue.get_publisher().send(1))
+    async with queue_of(Collector("a", give), Collector("b", give)) as queue:
+        results = await results_of(await queue.get_publisher().send(1))
     assert [r.collector for r in results] == ["a", "b"]
     assert results == [Ok("shared"), Ok("shared")]
 
 
 async def test_a_collectors_timeout_names_it(loop_guard: LoopErrors) -> None:
-    async with _queue(Collector("slow", _hang, timeout=0.05)) as queue:
-        (result,) = await _results(await queue.get_publisher().send(1))
+    async with queue_of(Collector("slow", _hang, timeout=0.05)) as queue:
+        (result,) = await results_of(await queue.get_publisher().send(1))
     assert isinstance(result, Error)
     assert result.collector == "slow"
     assert "took longer than its timeout of 0.05 s" in str(result.err)
@@ -566,13 +557,13 @@ async def test_a_batch_collectors_results_name_it(loop_guard: LoopErrors) -> Non
 
     collector = BatchCollector("rows", batch, max_size=3, max_wait=GUARD)
     results: list[list[list[Ok[Any] | Error]]] = []
-    async with _queue(collector) as queue:
+    async with queue_of(collector) as queue:
         publisher = queue.get_publisher()
         # Each batch fills to max_size (none waits for max_wait) and is
         # answered before the next is sent.
         for values in ([0, 1, 2], [3, "boom", 5], [6, "short", 8]):
             events = [await publisher.send(v) for v in values]
-            results.append([await _results(e) for e in events])
+            results.append([await results_of(e) for e in events])
     assert [[r.collector for (r,) in rs] for rs in results] == [["rows"] * 3] * 3
     (good, odd, two), failed, short = results
     assert good == [Ok(0)]
@@ -601,8 +592,8 @@ async def test_flow_controlled_collectors_name_their_results(
     retried = Collector(
         "retried", flaky, retry=Retry(attempts=2, backoff=0, on=ConnectionError)
     )
-    async with _queue(limited, retried) as queue:
-        results = await _results(await queue.get_publisher().send(7))
+    async with queue_of(limited, retried) as queue:
+        results = await results_of(await queue.get_publisher().send(7))
     assert [r.collector for r in results] == ["limited", "retried"]
     assert results[0] == Ok(7)
     dead = results[1]
@@ -623,7 +614,7 @@ async def test_an_event_cancelled_at_shutdown_names_no_collector(
     gate = Gate()
     # The lone plain collector: the consumer calls it itself, and is
     # cancelled inside it when the drain's time is up.
-    queue = _queue(
+    queue = queue_of(
         Collector("c", gate),
         autoscale=False,
         max_consumers=1,
@@ -645,17 +636,17 @@ async def test_an_event_cancelled_at_shutdown_names_no_collector(
 @pytest.mark.transports("memory")
 async def test_a_superseded_event_names_no_collector(loop_guard: LoopErrors) -> None:
     gate = Gate()
-    queue = _queue(Collector("c", gate), autoscale=False, max_consumers=2)
+    queue = queue_of(Collector("c", gate), autoscale=False, max_consumers=2)
     async with queue:
         publisher = queue.get_publisher()
         first = await publisher.send("first", ordering_key="k")
         await gate.until_running(1)
         stale = await publisher.send("stale", ordering_key="k")
         newest = await publisher.send("newest", ordering_key="k", supersede=True)
-        (result,) = await _results(stale)
+        (result,) = await results_of(stale)
         gate.open()
-        assert await _results(first) == [Ok("first")]
-        (last,) = await _results(newest)
+        assert await results_of(first) == [Ok("first")]
+        (last,) = await results_of(newest)
     assert isinstance(result, Error)
     assert isinstance(result.err, Superseded)
     assert result.collector is None
@@ -691,7 +682,7 @@ async def test_a_redis_reply_names_each_collector(
 ) -> None:
     worker = _worker(url, stream, Collector("a", _echo), Collector("b", _raise))
     async with worker:
-        results = await _results(await publisher.send(3))
+        results = await results_of(await publisher.send(3))
     assert [r.collector for r in results] == ["a", "b"]
     assert results[0] == Ok(3)
     assert isinstance(results[1], Error)
@@ -707,7 +698,7 @@ async def test_a_reply_that_names_no_collector_still_reads(
         url, stream, Collector("a", _echo), Collector("b", _raise), codec=_OldReplies()
     )
     async with worker:
-        results = await _results(await publisher.send(3))
+        results = await results_of(await publisher.send(3))
     assert [r.collector for r in results] == [None, None]
     assert results[0] == Ok(3)
     assert isinstance(results[1], Error)
@@ -722,7 +713,7 @@ async def test_a_reply_naming_a_collector_by_a_non_str_is_refused(
 ) -> None:
     worker = _worker(url, stream, Collector("a", _echo), codec=_NumberedReplies())
     async with worker:
-        results = await _results(await publisher.send(3))
+        results = await results_of(await publisher.send(3))
     (result,) = results
     assert isinstance(result, Error)
     assert isinstance(result.err, ValueError)

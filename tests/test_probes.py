@@ -35,10 +35,14 @@ from event_collector.redis import RedisPublisher, RedisTransport
 from redis_server import RedisServer, redis_server_module  # noqa: F401
 
 # The hook and the fixture run every test here once per transport.
-from transports import _on_transport, make_queue, pytest_generate_tests  # noqa: F401
-
-# A wide guard: a test that needs it has hung, not run slowly.
-GUARD = 30.0
+from transports import (  # noqa: F401
+    GUARD,
+    _on_transport,
+    pytest_generate_tests,
+    queue_of,
+    results_of,
+    value_of,
+)
 
 # Flow control (concurrency, batches) holds in one process only: a broker's
 # transport refuses it at construction.
@@ -161,22 +165,6 @@ async def _double(payloads: list[Payload[Any]], ctx: Context) -> list[Any]:
     return [p.value * 2 for p in payloads]
 
 
-def _queue(*collectors: Collector, **options: Any) -> CollectorQueue:
-    options.setdefault("logging", False)
-    return make_queue(list(collectors), **options)
-
-
-async def _results(event: Any) -> list[Ok[Any] | Error]:
-    async with asyncio.timeout(GUARD):
-        return list(await event)
-
-
-def _value(results: list[Ok[Any] | Error]) -> Any:
-    (result,) = results
-    assert isinstance(result, Ok), result
-    return result.value
-
-
 # -- around a send ---------------------------------------------------------------
 
 
@@ -185,7 +173,7 @@ async def test_sending_runs_around_every_send_and_its_headers_reach_the_handler(
 ) -> None:
     log: Log = []
     probe = Recorder("a", log)
-    queue = _queue(Collector("c", _seen))
+    queue = queue_of(Collector("c", _seen))
     install(queue, probe)
     async with queue:
         publisher = queue.get_publisher()
@@ -199,8 +187,8 @@ async def test_sending_runs_around_every_send_and_its_headers_reach_the_handler(
             return publisher.send_threadsafe("thread").result(GUARD)
 
         thread = await asyncio.to_thread(from_a_thread)
-        seen = [_value(await _results(e)) for e in (plain, own, nowait)]
-        seen.append(_value(thread))
+        seen = [value_of(await results_of(e)) for e in (plain, own, nowait)]
+        seen.append(value_of(thread))
     assert _sends(log) == [
         ("a", step, value)
         for value in ("plain", "own", "nowait", "thread")
@@ -223,7 +211,7 @@ async def test_sending_runs_around_every_send_and_its_headers_reach_the_handler(
 async def test_sending_sees_a_send_that_is_refused(loop_guard: LoopErrors) -> None:
     log: Log = []
     gate = Gate()
-    queue = _queue(Collector("c", gate), autoscale=False, max_consumers=1, maxsize=1)
+    queue = queue_of(Collector("c", gate), autoscale=False, max_consumers=1, maxsize=1)
     install(queue, Recorder("a", log))
     async with queue:
         publisher = queue.get_publisher()
@@ -233,7 +221,7 @@ async def test_sending_sees_a_send_that_is_refused(loop_guard: LoopErrors) -> No
         with pytest.raises(QueueFull):
             publisher.send_nowait("refused")
         gate.open()
-        assert [await _results(e) for e in (running, queued)] == [
+        assert [await results_of(e) for e in (running, queued)] == [
             [Ok("running")],
             [Ok("queued")],
         ]
@@ -268,12 +256,12 @@ async def test_wrap_sees_the_payload_and_what_the_handler_returns_or_raises(
     loop_guard: LoopErrors, path: str
 ) -> None:
     log: Log = []
-    queue = _queue(*_PATHS[path](_answer))
+    queue = queue_of(*_PATHS[path](_answer))
     install(queue, Recorder("a", log))
     async with queue:
         publisher = queue.get_publisher()
-        ok = await _results(await publisher.send(_to_c(path, "x")))
-        failed = await _results(await publisher.send(_to_c(path, "raise")))
+        ok = await results_of(await publisher.send(_to_c(path, "x")))
+        failed = await results_of(await publisher.send(_to_c(path, "raise")))
     assert _calls(log) == [
         ("a", "call", "c", "x"),
         ("a", "returned", "c", "x!"),
@@ -290,10 +278,10 @@ async def test_wrap_sees_the_payload_and_what_the_handler_returns_or_raises(
 
 async def test_wrap_sees_the_collectors_timeout(loop_guard: LoopErrors) -> None:
     log: Log = []
-    queue = _queue(Collector("slow", _hang, timeout=0.05))
+    queue = queue_of(Collector("slow", _hang, timeout=0.05))
     install(queue, Recorder("a", log))
     async with queue:
-        (result,) = await _results(await queue.get_publisher().send(1))
+        (result,) = await results_of(await queue.get_publisher().send(1))
     timed_out = "TimeoutError: collector 'slow' took longer than its timeout of 0.05 s"
     assert _calls(log) == [("a", "call", "slow", 1), ("a", "raised", "slow", timed_out)]
     assert isinstance(result, Error)
@@ -305,7 +293,7 @@ async def test_wrap_batch_sees_each_batch(loop_guard: LoopErrors) -> None:
     log: Log = []
     rows = BatchCollector("rows", _double, max_size=2, max_wait=GUARD)
     slow = BatchCollector("slow", _hang_batch, max_size=2, max_wait=GUARD, timeout=0.05)
-    queue = _queue(rows, slow)
+    queue = queue_of(rows, slow)
     install(queue, Recorder("a", log))
     results: list[list[list[Ok[Any] | Error]]] = []
     async with queue:
@@ -316,7 +304,7 @@ async def test_wrap_batch_sees_each_batch(loop_guard: LoopErrors) -> None:
                 await publisher.send(Payload(v, Delivery.KEY, keys=[key]))
                 for v in values
             ]
-            results.append([await _results(e) for e in events])
+            results.append([await results_of(e) for e in events])
     timed_out = (
         "TimeoutError: collector 'slow' took longer than its timeout of 0.05 s "
         "for a batch of 2"
@@ -340,12 +328,12 @@ async def test_wrap_batch_sees_each_batch(loop_guard: LoopErrors) -> None:
 
 async def test_outer_probes_wrap_the_others(loop_guard: LoopErrors) -> None:
     log: Log = []
-    queue = _queue(Collector("c", _seen))
+    queue = queue_of(Collector("c", _seen))
     install(queue, Recorder("inner-1", log))
     install(queue, Recorder("outer", log, outer=True))
     install(queue, Recorder("inner-2", log))
     async with queue:
-        seen = _value(await _results(await queue.get_publisher().send("v")))
+        seen = value_of(await results_of(await queue.get_publisher().send("v")))
     order = ["outer", "inner-1", "inner-2"]
     assert _sends(log) == [
         *((name, "send", "v") for name in order),
@@ -371,11 +359,11 @@ async def _before_during_after(
     """Send one event before a probe is installed on the running queue, one
     while it is, one after it is removed; return their values."""
     publisher = queue.get_publisher()
-    before = _value(await _results(await publisher.send(to("before"))))
+    before = value_of(await results_of(await publisher.send(to("before"))))
     remove = install(queue, Recorder("a", log))
-    during = _value(await _results(await publisher.send(to("during"))))
+    during = value_of(await results_of(await publisher.send(to("during"))))
     remove()
-    after = _value(await _results(await publisher.send(to("after"))))
+    after = value_of(await results_of(await publisher.send(to("after"))))
     return [before, during, after]
 
 
@@ -384,7 +372,7 @@ async def test_a_probe_installed_on_a_running_queue_wraps_the_next_events(
     loop_guard: LoopErrors, path: str
 ) -> None:
     log: Log = []
-    async with _queue(*_PATHS[path](_answer)) as queue:
+    async with queue_of(*_PATHS[path](_answer)) as queue:
         values = await _before_during_after(queue, log, lambda v: _to_c(path, v))
     assert values == ["before!", "during!", "after!"]
     # Compared apart: on a broker the call may start before send returns.
@@ -401,7 +389,7 @@ async def test_a_probe_installed_on_a_running_queue_wraps_flow_controlled_calls(
 ) -> None:
     log: Log = []
     limited = Collector("c", _answer, concurrency=1)
-    async with _queue(limited) as queue:
+    async with queue_of(limited) as queue:
         values = await _before_during_after(queue, log, Payload)
     assert values == ["before!", "during!", "after!"]
     assert _calls(log) == [
@@ -411,7 +399,7 @@ async def test_a_probe_installed_on_a_running_queue_wraps_flow_controlled_calls(
 
     log.clear()
     rows = BatchCollector("rows", _double, max_size=1, max_wait=GUARD)
-    async with _queue(rows) as queue:
+    async with queue_of(rows) as queue:
         values = await _before_during_after(queue, log, Payload)
     assert values == ["beforebefore", "duringduring", "afterafter"]
     assert _calls(log) == [
@@ -441,17 +429,17 @@ async def test_removing_probes_undoes_them_exactly(
     log: Log = []
     collector = _KINDS[kind]()
     untouched = dict(vars(collector))
-    queue = _queue(collector)
+    queue = queue_of(collector)
     async with queue:
         publisher = queue.get_publisher()
         remove_a = install(queue, Recorder("a", log))
         remove_b = install(queue, Recorder("b", log))
-        both = _value(await _results(await publisher.send("both")))
+        both = value_of(await results_of(await publisher.send("both")))
         remove_a()
-        only_b = _value(await _results(await publisher.send("only-b")))
+        only_b = value_of(await results_of(await publisher.send("only-b")))
         remove_b()
         assert vars(collector) == untouched
-        neither = _value(await _results(await publisher.send("neither")))
+        neither = value_of(await results_of(await publisher.send("neither")))
     assert [both, only_b, neither] == ["both!", "only-b!", "neither!"]
     assert [(entry[0], entry[-1]) for entry in log if entry[1] in ("send", "call")] == [
         ("a", "both"),
@@ -468,7 +456,7 @@ async def test_removing_probes_undoes_them_exactly(
 def test_removing_probes_from_a_batch_collector_undoes_them_exactly() -> None:
     rows = BatchCollector("rows", _double, max_size=1, max_wait=GUARD)
     untouched = dict(vars(rows))
-    queue = _queue(rows)
+    queue = queue_of(rows)
     remove_a = install(queue, Recorder("a", []))
     remove_b = install(queue, Recorder("b", []))
     assert vars(rows) != untouched
@@ -482,25 +470,25 @@ def test_removing_probes_from_a_batch_collector_undoes_them_exactly() -> None:
 async def test_the_same_probe_twice_is_refused(loop_guard: LoopErrors) -> None:
     log: Log = []
     probe = Recorder("a", log)
-    queue = _queue(Collector("c", _answer))
+    queue = queue_of(Collector("c", _answer))
     remove = install(queue, probe)
     with pytest.raises(ValueError, match=r"<Recorder a> is installed on this target"):
         install(queue, probe)
     async with queue:
-        value = _value(await _results(await queue.get_publisher().send("x")))
+        value = value_of(await results_of(await queue.get_publisher().send("x")))
         # The first installation is as it was: once around each.
         assert value == "x!"
         assert _steps(log) == (["send", "sent"], ["call", "returned"])
         remove()
         install(queue, probe)  # once removed, it may come back
         log.clear()
-        assert _value(await _results(await queue.get_publisher().send("y"))) == "y!"
+        assert value_of(await results_of(await queue.get_publisher().send("y"))) == "y!"
     assert _steps(log) == (["send", "sent"], ["call", "returned"])
 
 
 @pytest.mark.transports("memory")  # no event is sent
 def test_a_wrong_target_is_a_type_error() -> None:
-    queue = _queue(Collector("c", _answer))
+    queue = queue_of(Collector("c", _answer))
     for target, name in [
         (object(), "object"),
         (queue.collectors[0], "Collector"),
@@ -527,7 +515,7 @@ async def test_an_unprobed_send_makes_no_payload(loop_guard: LoopErrors) -> None
         handed.append(payload)
         return payload.value
 
-    queue = _queue(Collector("c", keep))
+    queue = queue_of(Collector("c", keep))
     async with queue:
         publisher = queue.get_publisher()
         events = [
@@ -535,13 +523,13 @@ async def test_an_unprobed_send_makes_no_payload(loop_guard: LoopErrors) -> None
             await publisher.send("none", headers=None),
         ]
         for event in events:
-            await _results(event)
+            await results_of(event)
         remove = install(queue, Recorder("a", []))
         probed = await publisher.send("probed")
-        await _results(probed)
+        await results_of(probed)
         remove()
         after = await publisher.send("after")
-        await _results(after)
+        await results_of(after)
     # A plain value sent without probes or headers is kept as it is: the
     # handler gets a payload made for it, not one the send made (see
     # CollectorEvent.payload).
@@ -589,10 +577,10 @@ async def test_a_redis_publisher_gets_sending_only(
         sent = await publisher.send("send")
         nowait = publisher.send_nowait("nowait", headers={"given": "y"})
         many = await publisher.send_many(["one", Payload("two", headers={"own": "z"})])
-        probed = [_value(await _results(e)) for e in (sent, nowait, *many)]
+        probed = [value_of(await results_of(e)) for e in (sent, nowait, *many)]
         assert vars(collector) == untouched
         remove()
-        after = _value(await _results(await publisher.send("after")))
+        after = value_of(await results_of(await publisher.send("after")))
     assert log == [
         ("a", step, value) for value in ("send", "nowait") for step in ("send", "sent")
     ] + [

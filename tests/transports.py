@@ -10,6 +10,7 @@ promise different things.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from event_collector import Collector, CollectorQueue
+from event_collector import Collector, CollectorQueue, Ok
 from event_collector.redis import RedisTransport
 from event_collector.transport import MemoryTransport, Transport
 from redis_server import RedisServer, require_redis_server
@@ -125,3 +126,28 @@ def make_queue(
     return CollectorQueue(
         collectors, *args, transport=TRANSPORTS[_current[0]](), **kwargs
     )
+
+
+# -- helpers of the contract modules that test what an event carries ----------
+
+GUARD = 30.0
+"""A wide guard (seconds): a test that reaches it has hung, not run slowly."""
+
+
+def queue_of(*collectors: Collector, **options: Any) -> CollectorQueue:
+    """:func:`make_queue` of ``collectors``, silent unless told otherwise."""
+    options.setdefault("logging", False)
+    return make_queue(list(collectors), **options)
+
+
+async def results_of(event: Any) -> list[Any]:
+    """The results of ``event`` as a plain list, within :data:`GUARD`."""
+    async with asyncio.timeout(GUARD):
+        return list(await event)
+
+
+def value_of(results: list[Any]) -> Any:
+    """The value of a lone collector's result (failing on an error)."""
+    (result,) = results
+    assert isinstance(result, Ok), result
+    return result.value
