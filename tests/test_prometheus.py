@@ -8,24 +8,12 @@ import sys
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
 
 from conftest import FakeClock, Gate
 from event_collector import Collector, CollectorQueue, Context, Payload
 from event_collector.prometheus import QueueCollector, instrument
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(registry: CollectorRegistry) -> Samples:
-    """Every sample of the registry, parsed back from the text format."""
-    text = generate_latest(registry).decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
+from prometheus_samples import Samples, scrape
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
 from conftest import FakeClock
@@ -31,22 +30,11 @@ from event_collector import (
 from event_collector._top_service import ServiceFrame, ServiceWatch
 from event_collector._top_view import render_service
 from event_collector.prometheus import instrument
+from prometheus_samples import Samples, scrape
 
 GUARD = 30.0  # seconds; a guard that fails the test, never a way to order
 HANDLER = "event_collector_collector_handler_seconds"
 ERRORS = "event_collector_collector_errors_total"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(registry: CollectorRegistry) -> Samples:
-    """Every sample of the registry, parsed back from the text format."""
-    text = generate_latest(registry).decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

@@ -10,25 +10,14 @@ from typing import Any
 
 import pytest
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
 
 from conftest import Gate
 from event_collector import Collector, CollectorQueue
 from event_collector.prometheus import FleetCollector, instrument, instrument_fleet
 from event_collector.redis import RedisTransport
+from prometheus_samples import Samples, scrape
 from redis_server import RedisServer, redis_server  # noqa: F401
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(registry: CollectorRegistry) -> Samples:
-    text = generate_latest(registry).decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
 
 
 def of_stream(samples: Samples, stream: str) -> dict[str, float]:
