@@ -332,8 +332,9 @@ async def test_sigkill_between_return_and_ack(
         replies = admin.xrange(probe)
         assert len(replies) == 1, replies
         assert replies[0][1][b"e"] == eid.encode()
-        [(status, value)] = json.loads(replies[0][1][b"a"])
+        [(status, value, collector)] = json.loads(replies[0][1][b"a"])
         assert (status, value["n"], value["attempt"]) == ("ok", 99, 2)
+        assert collector == "work"
         assert [c.attempt for c in fleet.ledger.by_event()[eid]] == [1, 1, 2, 2]
         assert admin.xlen(f"{STREAM}:dead") == 0
 
