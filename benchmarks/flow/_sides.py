@@ -1,6 +1,7 @@
 """The two sides of the ``flow`` target's first part: the code before flow
-control, taken from git, and this checkout, each run by ``_child.py`` in a
-process of its own, the two processes' runs alternated."""
+control, taken from git, and this checkout, each run by
+``benchmarks/_child.py`` in a process of its own, the two processes' runs
+alternated."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_REF = "18a27f1"
 """The last commit before flow control."""
 
-CHILD = Path(__file__).with_name("_child.py")
+CHILD = Path(__file__).parents[1] / "_child.py"
 
 _extracted: dict[str, Path | None] = {}
 
@@ -73,7 +74,7 @@ def base_source(ref: str = BASE_REF) -> Path | None:
 
 
 class Side:
-    """A ``_child.py`` process (or ``child``, given ``args`` too) importing
+    """A ``benchmarks/_child.py`` process (or ``child``, given ``args`` too) importing
     ``event_collector`` from ``source`` (a ``src/`` directory), ready to
     measure runs of ``events`` events on ``loop``.
 

@@ -1,6 +1,6 @@
 """The ``instrument`` target: what instrumentation costs, one round.
 
-Six child processes (:mod:`._child`) measure the trivial-handler
+Six child processes (``benchmarks/_child.py``) measure the trivial-handler
 throughput of the ``throughput`` target, one consumer, each set up its own
 way: the code before the instrumentation seam (git ref :data:`BASE_REF`,
 extracted from this clone) and, on this checkout's ``src/``, nothing
@@ -44,7 +44,7 @@ BASE_REF = "69c5988"
 IDLE_GOAL = 0.95
 SEAM_GOAL = 0.95
 
-CHILD = Path(__file__).with_name("_child.py")
+CHILD = Path(__file__).parents[1] / "_child.py"
 MODES = ("plain", "otel-idle", "otel-sdk", "sender-context", "prometheus")
 
 

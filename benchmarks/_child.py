@@ -1,12 +1,17 @@
-"""One side of the ``instrument`` target, in a process of its own.
+"""One side of the ``flow`` and ``instrument`` targets, in a process of its
+own.
 
-Run by path (``python benchmarks/instrument/_child.py --mode MODE``), like
-the ``flow`` target's child, so that what one mode imports (the
-OpenTelemetry SDK, say) cannot change another's figures. It measures the
-trivial-handler throughput of the ``throughput`` target, one run for each
-line it reads, with the queue set up as ``--mode`` says:
+Run by path (``python benchmarks/_child.py --mode MODE``), not as a module
+of the ``benchmarks`` package, so that it imports nothing but
+``event_collector``: whichever the ``PYTHONPATH`` it is given names, this
+checkout's or an older commit's. And in a process of its own, so that what
+one mode imports (the OpenTelemetry SDK, say) cannot change another's
+figures. It measures what :func:`benchmarks.library.library_throughput`
+measures, with the public API every compared version shares: one run for
+each line it reads, so that the parent can alternate the runs of several
+such processes. ``--mode`` sets the queue up:
 
-- ``plain``: nothing installed (also what runs for the base commit);
+- ``plain``: nothing installed (what runs for an older commit);
 - ``otel-idle``: ``event_collector.otel.instrument(queue)`` with no tracer
   provider set, OpenTelemetry's API installed;
 - ``otel-sdk``: ``instrument(queue, tracer_provider=...)`` with the SDK's
@@ -85,9 +90,11 @@ def _setup(mode: str) -> Callable[[CollectorQueue], None]:
     raise SystemExit(f"unknown mode {mode!r}")
 
 
-async def _throughput(count: int, setup: Callable[[CollectorQueue], None]) -> float:
-    """Wall seconds to send ``count`` events to one consumer running a
-    trivial handler and await every answer."""
+async def _throughput(
+    count: int, setup: Callable[[CollectorQueue], None]
+) -> tuple[float, float]:
+    """Wall and CPU seconds to send ``count`` events to one consumer
+    running a trivial handler and await every answer."""
     queue = CollectorQueue(
         [Collector("bench", _trivial)],
         min_consumers=1,
@@ -98,11 +105,11 @@ async def _throughput(count: int, setup: Callable[[CollectorQueue], None]) -> fl
     setup(queue)
     async with queue:
         send = queue.get_publisher().send
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         events = [await send(i) for i in range(count)]
         for event in events:
             await event.wait()
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -120,15 +127,19 @@ def main() -> None:
         factory = uvloop.new_event_loop
     setup = _setup(args.mode)
 
-    def measure() -> float:
+    def measure() -> tuple[float, float]:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(_throughput(args.events, setup))
 
     measure()  # a warm-up run, not reported
     print(json.dumps({"ready": True, "module": event_collector.__file__}), flush=True)
     for _ in sys.stdin:
-        wall = measure()
-        print(json.dumps({"events_per_s": args.events / wall}), flush=True)
+        wall, cpu = measure()
+        figures = {
+            "events_per_s": args.events / wall,
+            "cpu_events_per_s": args.events / cpu,
+        }
+        print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":
