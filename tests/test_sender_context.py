@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
+import gc
 import io
+import pickle
+import weakref
 from typing import Any
 
 import pytest
 import structlog
 
-from event_collector import Collector, CollectorQueue, Context, Payload
+from event_collector import BatchCollector, Collector, CollectorQueue, Context, Payload
 from event_collector.data import Delivery, Error, Ok
 from event_collector.exceptions import ConfigError, EventCancelled
 from event_collector.redis import RedisTransport
-from event_collector.sender_context import carry
+from event_collector.sender_context import _step_in, carry
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -260,3 +264,87 @@ async def test_carry_is_refused_where_a_context_cannot_go() -> None:
     carry(memory)
     with pytest.raises(ConfigError, match="already"):
         carry(memory)
+
+
+class _Boom(Exception):
+    """An exception a weak reference can follow."""
+
+
+def _failing_soon() -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(future.set_exception, _Boom())
+    return future
+
+
+async def _fails_from_a_future() -> None:
+    await _failing_soon()  # no local: the future holds the exception
+
+
+async def _fails_after_a_step() -> None:
+    await asyncio.sleep(0)
+    raise _Boom
+
+
+@pytest.mark.parametrize("call", [_fails_from_a_future, _fails_after_a_step])
+async def test_an_exception_out_of_a_carried_call_is_in_no_reference_cycle(
+    call: Any,
+) -> None:
+    # Freed by reference counting alone: a cycle through a frame of the
+    # stepping would keep the exception, its traceback and the sender's
+    # context alive until the garbage collector runs.
+    gc.disable()
+    try:
+        try:
+            await _step_in(contextvars.copy_context(), call())
+        except _Boom as exc:
+            freed = weakref.ref(exc)
+        # The loop holds the step that woke the task (and so the failed
+        # future) until it runs the next one.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
+async def test_a_carried_payload_pickles_and_copies_without_the_senders_context() -> (
+    None
+):
+    kept: list[Payload[Any]] = []
+
+    async def handler(payload: Payload[Any], ctx: Context) -> None:
+        kept.append(payload)
+
+    async with CollectorQueue([Collector("h", handler)], logging=False) as q:
+        carry(q)
+        event = await _send_as(q.get_publisher(), "r-5", {"n": 5})
+        await event
+    (payload,) = kept
+    assert isinstance(payload._sent_in, contextvars.Context)
+    for other in (
+        pickle.loads(pickle.dumps(payload)),
+        copy.deepcopy(payload),
+        copy.copy(payload),
+    ):
+        assert other.value == {"n": 5}
+        assert other.event_id == payload.event_id
+        assert other.headers == {}
+        assert not hasattr(other, "_sent_in")
+
+
+async def test_a_batch_call_runs_in_its_consumers_context() -> None:
+    # A batch holds the events of several senders: no one context is its.
+    seen: list[tuple[list[Any], str | None]] = []
+
+    async def insert(payloads: list[Payload[Any]], ctx: Context) -> list[Any]:
+        seen.append(([p.value for p in payloads], request_id.get()))
+        return [p.value for p in payloads]
+
+    # max_wait is a guard: the batch goes when its two payloads are there.
+    batch = BatchCollector("rows", insert, max_size=2, max_wait=30.0)
+    async with CollectorQueue([batch], logging=False) as q:
+        carry(q)
+        events = [await _send_as(q.get_publisher(), f"r-{n}", n) for n in (1, 2)]
+        answers = [await e for e in events]
+    assert answers == [[Ok(1)], [Ok(2)]]
+    assert seen == [([1, 2], None)]

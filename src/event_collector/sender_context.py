@@ -15,7 +15,9 @@ copy), and each collector call on that event runs in a copy of it of its
 own: the handler reads the sender's values, and what it sets stays in its
 call, seen neither by the sender nor by another collector. The call still
 runs in its consumer's task, each of its steps in that copy; BENCHMARKS.md
-gives the cost per event.
+gives the cost per event. A :class:`~event_collector.BatchCollector`'s call
+handles the events of several senders at once, so it runs in its
+consumer's context, as without :func:`carry`.
 
 It works in memory only: a context cannot cross processes. On Redis, put
 what the handler needs in the event's headers (``send(value,
@@ -117,24 +119,32 @@ async def _step_in(context: contextvars.Context, awaitable: Awaitable[T]) -> T:
     send, throw = steps.send, steps.throw
     sent: Any = None
     thrown: BaseException | None = None
+    # What a step yields goes up in a box, emptied on the way: no frame of
+    # the stepping may keep the future it waited for, nor an exception, once
+    # that step is over. A failed future's exception, thrown down and out of
+    # the call, would hold those frames in its traceback: a cycle only the
+    # garbage collector breaks, keeping the sender's context alive till then.
+    box: list[Any] = []
     while True:
         try:
             if thrown is None:
-                yielded = context.run(send, sent)
+                box.append(context.run(send, sent))
             else:
-                exc, thrown = thrown, None
-                yielded = context.run(throw, exc)
-                del exc
+                try:
+                    box.append(context.run(throw, thrown))
+                finally:
+                    thrown = None
         except StopIteration as stop:
             result: T = stop.value
             return result
         try:
-            sent = await _suspend(yielded)
+            sent = await _suspend(box)
         except BaseException as exc:  # the task cancelled, or a failed future
             sent, thrown = None, exc
 
 
 @types.coroutine
-def _suspend(yielded: Any) -> Generator[Any, Any, Any]:
-    """Yield ``yielded`` to the running task; return what it sends back."""
-    return (yield yielded)
+def _suspend(box: list[Any]) -> Generator[Any, Any, Any]:
+    """Yield what ``box`` holds to the running task, emptying it; return
+    what the task sends back."""
+    return (yield box.pop())
