@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from event_collector import CollectorQueue, ConfigError
+from event_collector import BatchCollector, CollectorQueue, ConfigError
+from event_collector._lanes import batch_call
 from event_collector.collector import Collector
 from event_collector.data import Context, Delivery, Error, Ok, Payload, ResultList
-from event_collector.router import Router, SimpleRouter, make_runner
+from event_collector.router import Router, SimpleRouter, collector_call, make_runner
 
 
 def tagger(tag: str) -> Any:
@@ -288,3 +289,37 @@ def test_router_must_be_a_router_class(router: Any) -> None:
 def test_router_is_abstract() -> None:
     with pytest.raises(TypeError):
         Router({})  # type: ignore[abstract]
+
+
+async def _hang(payload: Payload[Any], ctx: Context) -> Any:
+    await asyncio.Event().wait()
+
+
+async def _hang_batch(payloads: list[Payload[Any]], ctx: Context) -> list[Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("never set")
+
+
+def _held_by_its_own_frames(exc: BaseException) -> list[str]:
+    """The frames ``exc`` left (its traceback past the frame that caught
+    it) that hold it in a local: a reference cycle through a frame."""
+    held = []
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    while tb is not None:
+        if any(v is exc for v in tb.tb_frame.f_locals.values()):
+            held.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return held
+
+
+async def test_a_collectors_timeout_error_is_in_no_reference_cycle() -> None:
+    # The timeout error is raised from the timed call's frame; a local
+    # holding it there would keep it, and the payloads, until gc runs.
+    slow = Collector("slow", _hang, timeout=0.01)
+    batch = BatchCollector("b", _hang_batch, max_size=2, max_wait=60.0, timeout=0.01)
+    with pytest.raises(TimeoutError, match="longer than its timeout") as one:
+        await collector_call(slow)(Payload(1))
+    with pytest.raises(TimeoutError, match="for a batch of 1") as many:
+        await batch_call(batch)([Payload(1)])
+    assert _held_by_its_own_frames(one.value) == []
+    assert _held_by_its_own_frames(many.value) == []

@@ -353,11 +353,23 @@ def batch_call(
         except TimeoutError as exc:
             if not scope.expired():
                 raise
-            err = TimeoutError(
-                f"collector {batch.key!r} took longer than its timeout of "
-                f"{timeout} s for a batch of {len(payloads)}"
-            )
-            err.__cause__ = exc
-            raise err from exc
+            # Built in a helper, not a local: the error's traceback holds
+            # this frame, and a local would make that a reference cycle.
+            cause = exc.__cause__
+            raise _batch_timed_out(batch.key, timeout, len(payloads), cause)  # noqa: B904
 
     return timed
+
+
+def _batch_timed_out(
+    key: str, timeout: float, size: int, cause: BaseException | None
+) -> TimeoutError:
+    """The error of a batch call cut off by its timeout, caused (as a
+    collector's, see ``router``) by the cancellation that cut it off."""
+    err = TimeoutError(
+        f"collector {key!r} took longer than its timeout of {timeout} s "
+        f"for a batch of {size}"
+    )
+    err.__cause__ = cause
+    err.__suppress_context__ = cause is not None
+    return err
