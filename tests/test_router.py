@@ -302,11 +302,13 @@ async def _hang_batch(payloads: list[Payload[Any]], ctx: Context) -> list[Any]:
 
 def _held_by_its_own_frames(exc: BaseException) -> list[str]:
     """The frames ``exc`` left (its traceback past the frame that caught
-    it) that hold it in a local: a reference cycle through a frame."""
+    it) that hold it, or its cause, in a local: a reference cycle through a
+    frame."""
     held = []
+    chain = [exc] if exc.__cause__ is None else [exc, exc.__cause__]
     tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
     while tb is not None:
-        if any(v is exc for v in tb.tb_frame.f_locals.values()):
+        if any(v is e for v in tb.tb_frame.f_locals.values() for e in chain):
             held.append(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
     return held

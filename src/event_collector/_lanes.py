@@ -355,8 +355,9 @@ def batch_call(
                 raise
             # Built in a helper, not a local: the error's traceback holds
             # this frame, and a local would make that a reference cycle.
-            cause = exc.__cause__
-            raise _batch_timed_out(batch.key, timeout, len(payloads), cause)  # noqa: B904
+            raise _batch_timed_out(  # noqa: B904
+                batch.key, timeout, len(payloads), exc.__cause__
+            )
 
     return timed
 
