@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import Gate, LoopErrors, is_cancelled
+from conftest import Gate, LoopErrors, is_cancelled, wait_for
 from event_collector import (
     BatchCollector,
     Collector,
@@ -433,6 +433,29 @@ async def test_a_noop_provider_installs_nothing() -> None:
         assert queue.collectors[0]._probed is None
         tracing.uninstrument()
         assert tracing.state == "removed"
+
+
+async def test_a_closed_redis_publisher_is_no_longer_watched_for_a_provider(
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No global provider is ever set in this process: the Tracing waits.
+    monkeypatch.setattr("event_collector.otel.PROVIDER_CHECK_INTERVAL", 0.01)
+    publisher = RedisTransport(redis_server.url, stream="otel-closed").publisher()
+    async with publisher:
+        tracing = instrument(publisher)
+        assert tracing.state == "waiting"
+        assert tracing._timer is not None
+        looked = tracing._timer
+        # It looks again, and again, while the publisher is open.
+        await wait_for(lambda: tracing._timer not in (looked, None), guard=GUARD)
+    await wait_for(lambda: tracing._timer is None, guard=GUARD)
+    # Stopped for good: a while later it still looks for nothing.
+    for _ in range(5):
+        await asyncio.sleep(0.02)
+        assert tracing._timer is None
+    assert tracing.state == "waiting"
+    tracing.uninstrument()
 
 
 def test_instrument_refuses_what_it_cannot_trace(spans: Spans) -> None:

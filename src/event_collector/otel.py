@@ -186,6 +186,8 @@ class Tracing:
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
+        if getattr(self._target, "_closed", False):
+            return  # a Redis publisher closed: no more sends to trace
         if not self.check_provider():
             self._watch(loop)
 
@@ -242,7 +244,8 @@ def instrument(
     global one is not set), nothing is installed: sends and calls stay as
     fast as untraced ones. While the queue runs, the global provider is
     looked for every :data:`PROVIDER_CHECK_INTERVAL` seconds (on a Redis
-    publisher, from the event loop ``instrument`` is called on), so spans
+    publisher, from the event loop ``instrument`` is called on, until the
+    publisher is closed), so spans
     start within about a second of ``trace.set_tracer_provider``; or call
     :meth:`Tracing.check_provider`. A no-op provider
     (``NoOpTracerProvider``) traces nothing, ever.

@@ -38,6 +38,7 @@ class RedisPublisher:
         self._sender: Sender | None = None
         self._clock: Callable[[], float] = lambda: 0.0
         self._probes: tuple[Probe, ...] = ()  # instrumentation (see _probes)
+        self._closed = False  # closed after a start (until started again)
 
     async def __aenter__(self) -> RedisPublisher:
         await self.start()
@@ -60,12 +61,14 @@ class RedisPublisher:
         sender = Sender(self._config, log=self._log, clock=loop.time)
         await sender.start()
         self._sender = sender
+        self._closed = False
 
     async def close(self) -> None:
         """Stop sending; answer what still waits with
         ``Error(EventCancelled)``."""
         sender, self._sender = self._sender, None
         if sender is not None:
+            self._closed = True
             await sender.stop()
 
     def _running(self) -> Sender:
