@@ -130,9 +130,12 @@ class RedisPublisher:
         :raises QueueFull: the stream was found full (``maxsize``).
         """
         sender = self._running()
-        payload = value
-        if headers is not None or self._probes:
-            payload = _with_headers(value, headers)
+        if headers is None and not self._probes:
+            event = self._event(value, priority)
+            band, data = sender.entry(event)
+            sender.submit_nowait(event, band, data)
+            return event
+        payload = _with_headers(value, headers)
         with sending(self._probes, payload):
             event = self._event(payload, priority)
             band, data = sender.entry(event)
