@@ -23,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from structlog.testing import capture_logs
 
 from conftest import Gate, LoopErrors, is_cancelled, wait_for
 from event_collector import (
@@ -319,6 +321,91 @@ async def test_a_send_that_fails_is_recorded_on_its_span(spans: Spans) -> None:
         assert "messaging.message.id" not in attrs(span)
     assert attrs(bad)["error.type"] == "TypeError"
     assert attrs(closed)["error.type"] == "event_collector.exceptions.QueueClosed"
+    assert spans.finished("process event_collector") == []
+
+
+# -- tracing that fails ---------------------------------------------------------------
+
+
+class _BrokenProcessor(SpanProcessor):
+    """A span processor that raises where it is told to."""
+
+    def __init__(self, *, on_start: bool = False, on_end: bool = False) -> None:
+        self.fail_start, self.fail_end = on_start, on_end
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.fail_start:
+            raise RuntimeError("processor broke on start")
+
+    def on_end(self, span: Any) -> None:
+        if self.fail_end:
+            raise RuntimeError("processor broke on end")
+
+
+class _BrokenPropagator(TraceContextTextMapPropagator):
+    def inject(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("propagator broke on inject")
+
+    def extract(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("propagator broke on extract")
+
+
+async def _echo(payload: Payload[Any], ctx: Context) -> Any:
+    return payload.value
+
+
+@pytest.mark.parametrize(
+    ("processor", "steps"),
+    [
+        (
+            _BrokenProcessor(on_start=True),
+            ["start a send span", "start a process span"],
+        ),
+        (_BrokenProcessor(on_end=True), ["end a send span", "end a process span"]),
+    ],
+    ids=["on-start", "on-end"],
+)
+async def test_a_failing_span_processor_breaks_no_send_and_no_call(
+    spans: Spans, processor: SpanProcessor, steps: list[str]
+) -> None:
+    spans.provider.add_span_processor(processor)
+    batch = BatchCollector("rows", _echo_batch, max_size=2, max_wait=GUARD)
+    with capture_logs() as logs:
+        async with CollectorQueue([Collector("one", _echo), batch]) as queue:
+            instrument(queue, spans.provider)
+            publisher = queue.get_publisher()
+            one = [await publisher.send(Payload(n, keys=["one"])) for n in range(3)]
+            rows = [await publisher.send(Payload(n, keys=["rows"])) for n in (7, 8)]
+            now = publisher.send_nowait(Payload(9, keys=["one"]))
+            answers = [await e.wait() for e in [*one, *rows, now]]
+    # Every send went in once, every call ran: the tracing is what failed.
+    assert answers == [[Ok(0)], [Ok(1)], [Ok(2)], [Ok(7)], [Ok(8)], [Ok(9)]]
+    failed = [e for e in logs if e["event"].startswith("tracing failed")]
+    assert sorted(e["step"] for e in failed) == sorted(steps)  # once each
+    assert all(isinstance(e["exc_info"], RuntimeError) for e in failed)
+
+
+async def _echo_batch(payloads: list[Payload[Any]], ctx: Context) -> list[Any]:
+    return [p.value for p in payloads]
+
+
+async def test_a_failing_propagator_breaks_no_send_and_no_call(
+    spans: Spans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", _BrokenPropagator())
+    with capture_logs() as logs:
+        async with CollectorQueue([Collector("one", _echo)]) as queue:
+            instrument(queue, spans.provider)
+            events = [await queue.get_publisher().send(n) for n in range(3)]
+            answers = [await e.wait() for e in events]
+    assert answers == [[Ok(0)], [Ok(1)], [Ok(2)]]
+    failed = [e for e in logs if e["event"].startswith("tracing failed")]
+    assert sorted(e["step"] for e in failed) == [
+        "inject the trace context",
+        "start a process span",
+    ]
+    # The sends' spans were made and ended; the calls went untraced.
+    assert len(spans.finished("send event_collector")) == 3
     assert spans.finished("process event_collector") == []
 
 

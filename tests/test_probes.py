@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from conftest import Gate, LoopErrors
 from event_collector import (
@@ -230,6 +231,68 @@ async def test_sending_sees_a_send_that_is_refused(loop_guard: LoopErrors) -> No
     assert refused == ("a", "send", "refused")
     assert raised[:2] == ("a", "send raised")
     assert raised[2].startswith("QueueFull: ")
+
+
+class Unruly(Probe):
+    """A probe whose ``sending`` misbehaves as ``how`` says: it fails to
+    enter, fails to exit, or exits swallowing what the send raised."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @contextlib.contextmanager
+    def _around(self) -> Iterator[None]:
+        if self.how == "enter":
+            raise RuntimeError("probe broke on enter")
+        try:
+            yield
+        except Exception:
+            if self.how == "swallow":
+                return  # a context manager that suppresses the error
+            raise
+        if self.how == "exit":
+            raise RuntimeError("probe broke on exit")
+
+    def sending(self, payload: Payload[Any]) -> contextlib.AbstractContextManager[Any]:
+        return self._around()
+
+    def __repr__(self) -> str:
+        return f"<Unruly {self.how}>"
+
+
+@pytest.mark.parametrize("how", ["enter", "exit", "swallow"])
+async def test_a_probe_cannot_change_what_a_send_does(
+    how: str, loop_guard: LoopErrors
+) -> None:
+    log: Log = []
+    queue = queue_of(Collector("c", _answer))
+    # Beside a well-behaved probe, which still sees every send.
+    install(queue, Unruly(how))
+    install(queue, Recorder("a", log))
+    with capture_logs() as logs:
+        async with queue:
+            publisher = queue.get_publisher()
+            sent = await publisher.send("x")
+            nowait = publisher.send_nowait("y")
+            with pytest.raises(TypeError, match="priority must be an int"):
+                await publisher.send("z", priority="high")  # type: ignore[arg-type]
+            answers = [await results_of(e) for e in (sent, nowait)]
+    # Each send went in once and was answered; the refused one raised.
+    assert answers == [[Ok("x!")], [Ok("y!")]]
+    assert [e[1:] for e in _sends(log)][:4] == [
+        ("send", "x"),
+        ("sent", "x"),
+        ("send", "y"),
+        ("sent", "y"),
+    ]
+    failed = [e for e in logs if e["event"].startswith("probe failed")]
+    if how == "swallow":
+        assert failed == []
+    else:
+        # Entered on all three sends; an exit breaks on the two that went.
+        times = 3 if how == "enter" else 2
+        assert [e["event"] for e in failed] == [f"probe failed to {how} a send"] * times
+        assert all(repr(e["probe"]) == f"<Unruly {how}>" for e in failed)
 
 
 # -- around a collector call --------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +19,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
+from ._log import get_logger, report_exception
 from ._outcome import propagates
 from ._probes import BatchCall, Call, Probe
 from .collector import BatchCollector, Collector
@@ -82,9 +83,33 @@ class TraceProbe(Probe):
         if where.client_id is not None:
             process[CLIENT_ID] = where.client_id
         self._process_attributes = process
+        self.failures: dict[str, int] = {}
+        """How many times each step of the tracing failed (see
+        :meth:`broken`)."""
+
+    def broken(self, step: str, exc: Exception) -> None:
+        """The tracing itself failed at ``step`` (a span processor or a
+        propagator that raises): the event goes on untraced there. Logged
+        the first time for each step, counted in :attr:`failures` after."""
+        count = self.failures.get(step, 0)
+        self.failures[step] = count + 1
+        if count == 0:
+            report_exception(
+                _log,
+                "tracing failed; the event goes on without it (logged once)",
+                exc,
+                step=step,
+            )
+
+    def safely(self, step: str, do: Callable[..., Any], *args: Any) -> None:
+        """``do(*args)``, whose failure is the tracing's, never the event's."""
+        try:
+            do(*args)
+        except Exception as exc:
+            self.broken(step, exc)
 
     def sending(self, payload: Payload[Any]) -> _Send:
-        return _Send(self._tracer, self._send_name, self._send_attributes, payload)
+        return _Send(self, payload)
 
     def wrap(self, collector: Collector, call: Call) -> Call:
         tracer = self._tracer
@@ -92,29 +117,33 @@ class TraceProbe(Probe):
         attributes = {**self._process_attributes, COLLECTOR: collector.key}
 
         async def traced(payload: Payload[Any]) -> Any:
-            parent = propagate.extract(payload.headers, context=_NO_CONTEXT)
-            span = tracer.start_span(
-                name,
-                parent,
-                SpanKind.CONSUMER,
-                {
-                    **attributes,
-                    MESSAGE_ID: payload.event_id,
-                    ATTEMPT: payload.attempt,
-                },
-            )
+            try:
+                parent = propagate.extract(payload.headers, context=_NO_CONTEXT)
+                span = tracer.start_span(
+                    name,
+                    parent,
+                    SpanKind.CONSUMER,
+                    {
+                        **attributes,
+                        MESSAGE_ID: payload.event_id,
+                        ATTEMPT: payload.attempt,
+                    },
+                )
+            except Exception as exc:
+                self.broken("start a process span", exc)
+                return await call(payload)
             token = otel_context.attach(trace.set_span_in_context(span, parent))
             try:
                 value = await call(payload)
             except BaseException as exc:
-                _raised(span, exc)
+                self.safely("record a call's error", _raised, span, exc)
                 raise
             else:
                 if isinstance(value, Error):
-                    _answered(span, value)
+                    self.safely("record a call's error", _answered, span, value)
             finally:
                 otel_context.detach(token)
-                span.end()
+                self.safely("end a process span", span.end)
             return value
 
         return traced
@@ -125,27 +154,37 @@ class TraceProbe(Probe):
         attributes = {**self._process_attributes, COLLECTOR: collector.key}
 
         async def traced(payloads: list[Payload[Any]]) -> Sequence[Any]:
-            span = tracer.start_span(
-                name,
-                _NO_CONTEXT,
-                SpanKind.CONSUMER,
-                {**attributes, BATCH_COUNT: len(payloads)},
-                _links(payloads),
-            )
+            try:
+                span = tracer.start_span(
+                    name,
+                    _NO_CONTEXT,
+                    SpanKind.CONSUMER,
+                    {**attributes, BATCH_COUNT: len(payloads)},
+                    _links(payloads),
+                )
+            except Exception as exc:
+                self.broken("start a process span", exc)
+                return await call(payloads)
             token = otel_context.attach(trace.set_span_in_context(span, _NO_CONTEXT))
             try:
                 values = await call(payloads)
             except BaseException as exc:
-                _raised(span, exc)
+                self.safely("record a call's error", _raised, span, exc)
                 raise
             else:
                 if isinstance(values, list | tuple):
                     errors = [v for v in values if isinstance(v, Error)]
                     if errors:
-                        _batch_answered(span, errors, len(values))
+                        self.safely(
+                            "record a call's error",
+                            _batch_answered,
+                            span,
+                            errors,
+                            len(values),
+                        )
             finally:
                 otel_context.detach(token)
-                span.end()
+                self.safely("end a process span", span.end)
             return values
 
         return traced
@@ -158,29 +197,34 @@ class _Send:
     """The producer span of one send: started and injected into the
     payload's headers on entry, given the message id and ended on exit.
 
-    It is not made current: ``send_many`` holds several open at once."""
+    It is not made current: ``send_many`` holds several open at once. If
+    the tracing fails, the send goes on without its span, or its header."""
 
-    __slots__ = ("_attributes", "_name", "_payload", "_span", "_tracer")
+    __slots__ = ("_payload", "_probe", "_span")
 
-    def __init__(
-        self,
-        tracer: Tracer,
-        name: str,
-        attributes: dict[str, Any],
-        payload: Payload[Any],
-    ) -> None:
-        self._tracer = tracer
-        self._name = name
-        self._attributes = attributes
+    def __init__(self, probe: TraceProbe, payload: Payload[Any]) -> None:
+        self._probe = probe
         self._payload = payload
         self._span: Span | None = None
 
-    def __enter__(self) -> Span:
-        span = self._span = self._tracer.start_span(
-            self._name, kind=SpanKind.PRODUCER, attributes=self._attributes
+    def __enter__(self) -> None:
+        probe = self._probe
+        try:
+            span = probe._tracer.start_span(
+                probe._send_name,
+                kind=SpanKind.PRODUCER,
+                attributes=probe._send_attributes,
+            )
+        except Exception as exc:
+            probe.broken("start a send span", exc)
+            return
+        self._span = span
+        probe.safely(
+            "inject the trace context",
+            propagate.inject,
+            self._payload.headers,
+            trace.set_span_in_context(span),
         )
-        propagate.inject(self._payload.headers, context=trace.set_span_in_context(span))
-        return span
 
     def __exit__(
         self,
@@ -189,13 +233,20 @@ class _Send:
         tb: TracebackType | None,
     ) -> None:
         span = self._span
-        assert span is not None
-        if exc is not None:
-            # Not the id: an event made and then refused is no message.
-            _failed(span, exc)
-        elif event_id := self._payload.event_id:
-            span.set_attribute(MESSAGE_ID, event_id)
-        span.end()
+        if span is None:
+            return
+        self._span = None
+        self._probe.safely("end a send span", _sent, span, exc, self._payload)
+
+
+def _sent(span: Span, exc: BaseException | None, payload: Payload[Any]) -> None:
+    """End the producer span of a send that raised ``exc``, or not."""
+    if exc is not None:
+        # Not the id: an event made and then refused is no message.
+        _failed(span, exc)
+    elif event_id := payload.event_id:
+        span.set_attribute(MESSAGE_ID, event_id)
+    span.end()
 
 
 def _links(payloads: list[Payload[Any]]) -> list[Link]:
@@ -266,3 +317,6 @@ def _batch_answered(span: Span, errors: list[Error], count: int) -> None:
     span.set_status(
         Status(StatusCode.ERROR, f"{len(errors)} of {count} results are errors")
     )
+
+
+_log = get_logger()

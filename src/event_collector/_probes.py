@@ -14,16 +14,19 @@ a send checks one attribute, a collector call one more.
   call on a list of payloads.
 
 The wrappers of one collector are composed once, when a probe is installed
-or removed, never per event.
+or removed, never per event. A probe never changes what a send does (see
+:class:`Sending`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
 from typing import Any, Protocol
 
 from ._lanes import batch_call
+from ._log import get_logger, report_exception
 from .collector import BatchCollector, Collector
 from .data import Payload
 from .router import collector_call
@@ -33,6 +36,7 @@ __all__ = [
     "Call",
     "Probe",
     "Probed",
+    "Sending",
     "installed",
     "ordered",
     "rewrap",
@@ -75,17 +79,53 @@ class Probed(Protocol):
     _probes: tuple[Probe, ...]
 
 
-def sending(
-    probes: tuple[Probe, ...], payload: Payload[Any]
-) -> contextlib.AbstractContextManager[Any]:
+def sending(probes: tuple[Probe, ...], payload: Payload[Any]) -> Sending:
     """Every probe's ``sending`` around a send, the first one entered first."""
-    if len(probes) == 1:
-        return probes[0].sending(payload)
-    stack = contextlib.ExitStack()
-    with stack:  # a probe that fails to enter exits those entered before it
-        for probe in probes:
-            stack.enter_context(probe.sending(payload))
-        return stack.pop_all()
+    return Sending(probes, payload)
+
+
+class Sending:
+    """The probes' context managers around one send, which they cannot
+    change: a probe that fails to enter is left out and one that fails to
+    exit is passed over, each failure logged; what an exit returns is
+    ignored (no probe swallows the send's own error, nor turns a send that
+    went through into one that raised, which would have it sent again)."""
+
+    __slots__ = ("_entered", "_payload", "_probes")
+
+    def __init__(self, probes: tuple[Probe, ...], payload: Payload[Any]) -> None:
+        self._probes = probes
+        self._payload = payload
+        self._entered: list[tuple[Probe, contextlib.AbstractContextManager[Any]]] = []
+
+    def __enter__(self) -> None:
+        for probe in self._probes:
+            try:
+                manager = probe.sending(self._payload)
+                manager.__enter__()
+            except Exception as exc:
+                report_exception(_log, "probe failed to enter a send", exc, probe=probe)
+            else:
+                self._entered.append((probe, manager))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entered, self._entered = self._entered, []
+        for probe, manager in reversed(entered):
+            try:
+                manager.__exit__(exc_type, exc, tb)
+            except Exception as failure:
+                if failure is not exc:  # not the send's own error, raised again
+                    report_exception(
+                        _log, "probe failed to exit a send", failure, probe=probe
+                    )
+
+
+_log = get_logger()
 
 
 def ordered(probes: tuple[Probe, ...]) -> tuple[Probe, ...]:
