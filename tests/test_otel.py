@@ -409,6 +409,27 @@ async def test_a_failing_propagator_breaks_no_send_and_no_call(
     assert spans.finished("process event_collector") == []
 
 
+async def test_a_send_whose_headers_leave_no_room_goes_without_its_traceparent(
+    spans: Spans,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    full = {f"h{n}": "v" for n in range(64)}  # as many headers as an event has
+    publisher = RedisTransport(redis_server.url, stream="otel-full").publisher()
+    with capture_logs() as logs:
+        async with publisher:
+            instrument(publisher, spans.provider)
+            crowded = await publisher.send(Payload(1, headers=full))
+            roomy = await publisher.send(Payload(2, headers={"h0": "v"}))
+    # Redis took both; the first has no room for a traceparent, and says so.
+    assert crowded.payload.headers == full
+    assert crowded.payload.event_id
+    assert sorted(roomy.payload.headers) == ["h0", "traceparent"]
+    (failed,) = [e for e in logs if e["event"].startswith("tracing failed")]
+    assert failed["step"] == "inject the trace context"
+    assert "at most 64 headers" in str(failed["exc_info"])
+    assert len(spans.finished("send otel-full")) == 2
+
+
 # -- batches -------------------------------------------------------------------------
 
 

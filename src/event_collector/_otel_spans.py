@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from ._log import get_logger, report_exception
 from ._outcome import propagates
+from ._payload_routing import check_headers
 from ._probes import BatchCall, Call, Probe
 from .collector import BatchCollector, Collector
 from .data import Error, Payload
@@ -219,12 +220,22 @@ class _Send:
             probe.broken("start a send span", exc)
             return
         self._span = span
+        carried: dict[str, str] = {}
         probe.safely(
             "inject the trace context",
             propagate.inject,
-            self._payload.headers,
+            carried,
             trace.set_span_in_context(span),
         )
+        if carried:
+            headers = self._payload.headers
+            try:
+                # Within the limits every transport keeps, or not at all.
+                check_headers({**headers, **carried})
+            except (TypeError, ValueError) as exc:
+                probe.broken("inject the trace context", exc)
+            else:
+                headers.update(carried)
 
     def __exit__(
         self,

@@ -156,8 +156,9 @@ class Payload(Generic[T]):
         """The event's headers: str names to str values, carried with it by
         every transport; empty unless set. At most 64 of them, their names
         and values adding up to at most 8,192 characters; names are
-        case-sensitive. Change it before the payload is sent: what a handler
-        changes stays in its process.
+        case-sensitive. Change it before the payload is sent; a handler
+        reads it only (in memory the sender and every collector of the event
+        share this payload; on Redis each worker has a copy of its own).
         """
         headers = self._headers
         if headers is None:
