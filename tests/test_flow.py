@@ -286,6 +286,28 @@ async def test_supersede_replaces_a_queued_event_that_has_not_started() -> None:
         assert queue.current_load().qsize == 0
 
 
+async def test_every_event_says_its_ordering_key() -> None:
+    seen: list[Any] = []
+
+    async def handler(payload: Payload[Any], ctx: Context) -> Any:
+        seen.append(payload.ordering_key)
+        return payload.value
+
+    queue = _queue(Collector("c", handler))
+    async with queue:
+        publisher = queue.get_publisher()
+        plain = await publisher.send(1)
+        keyed = [await publisher.send(n, ordering_key="k") for n in (2, 3)]
+        answers = [await e for e in (plain, *keyed)]
+    assert answers == [[Ok(1)], [Ok(2)], [Ok(3)]]
+    assert seen == [None, "k", "k"]
+    assert [e.ordering_key for e in (plain, *keyed)] == [None, "k", "k"]
+    # The event's own Payload, made when read after the handler ran, says
+    # the key as well.
+    assert [e.payload.ordering_key for e in (plain, *keyed)] == [None, "k", "k"]
+    assert keyed[1].payload is keyed[1].payload
+
+
 async def test_payload_ordering_key_and_bad_keys() -> None:
     queue = _queue(Collector("c", _echo))
     async with queue:

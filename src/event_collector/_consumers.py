@@ -266,6 +266,8 @@ class ConsumerPool:
             payload = event._payload
             if payload is None:
                 payload = plain_payload(event._value, event.id)
+                if event.ordering_key is not None:  # not kept (benchmark: flow)
+                    payload.ordering_key = event.ordering_key
             answer: object
             try:
                 if direct is not None and payload.delivery is broadcast:

@@ -80,6 +80,11 @@ class CollectorEvent(Generic[T]):
         "started_at",
     )
 
+    ordering_key: str | int | None = None
+    """The key the event is ordered with (``send(..., ordering_key=...)``),
+    or ``None``. A class attribute here: an event sent with a key is a
+    subclass's, whose slot holds it."""
+
     # Set by a consumer that calls the queue's lone collector itself (left
     # unset otherwise): the key the answer's result names when it is read.
     _by: str | None

@@ -172,7 +172,8 @@ class EventPublisher:
             ):
                 # The common keyed send, inlined (benchmark: flow); the
                 # event makes its Payload when it goes into the queue.
-                check_ordering_key(ordering_key)
+                if type(ordering_key) is not str and type(ordering_key) is not int:
+                    check_ordering_key(ordering_key)
                 event = KeyedEvent(
                     value,
                     self._default_priority,
