@@ -385,6 +385,41 @@ async def test_a_failing_span_processor_breaks_no_send_and_no_call(
     assert all(isinstance(e["exc_info"], RuntimeError) for e in failed)
 
 
+async def test_the_traceparent_does_not_judge_the_applications_own_headers(
+    spans: Spans,
+) -> None:
+    # In memory nothing encodes headers: one the application wrote into
+    # payload.headers by hand is its business, and there is room beside it.
+    async with CollectorQueue([Collector("echo", _echo)], logging=False) as queue:
+        instrument(queue, spans.provider)
+        payload = Payload(1)
+        payload.headers["count"] = 3  # type: ignore[assignment]
+        with capture_logs() as logs:
+            event = await queue.get_publisher().send(payload)
+            assert await event.wait() == [Ok(1)]
+    assert sorted(payload.headers) == ["count", "traceparent"]
+    assert [e for e in logs if e["event"].startswith("tracing failed")] == []
+
+
+async def test_a_handler_does_not_run_in_the_tracings_failure(spans: Spans) -> None:
+    spans.provider.add_span_processor(_BrokenProcessor(on_start=True))
+    handling: list[Any] = []
+
+    async def fails(payload: Payload[Any], ctx: Context) -> Any:
+        handling.append(sys.exc_info()[1])
+        raise ValueError("the handler's own")
+
+    async with CollectorQueue([Collector("fails", fails)], logging=False) as queue:
+        instrument(queue, spans.provider)
+        (error,) = await (await queue.get_publisher().send(1)).wait()
+    # Nothing was being handled when the handler ran, and its error is its
+    # own, with no tracing failure chained to it.
+    assert handling == [None]
+    assert isinstance(error, Error)
+    assert isinstance(error.err, ValueError)
+    assert error.err.__context__ is None
+
+
 async def _echo_batch(payloads: list[Payload[Any]], ctx: Context) -> list[Any]:
     return [p.value for p in payloads]
 
@@ -425,8 +460,8 @@ async def test_a_send_whose_headers_leave_no_room_goes_without_its_traceparent(
     assert crowded.payload.event_id
     assert sorted(roomy.payload.headers) == ["h0", "traceparent"]
     (failed,) = [e for e in logs if e["event"].startswith("tracing failed")]
-    assert failed["step"] == "inject the trace context"
-    assert "at most 64 headers" in str(failed["exc_info"])
+    assert failed["step"] == "make room for the trace context"
+    assert "would make 65, over 64" in str(failed["exc_info"])
     assert len(spans.finished("send otel-full")) == 2
 
 

@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from ._log import get_logger, report_exception
 from ._outcome import propagates
-from ._payload_routing import check_headers
+from ._payload_routing import MAX_HEADER_CHARS, MAX_HEADERS
 from ._probes import BatchCall, Call, Probe
 from .collector import BatchCollector, Collector
 from .data import Error, Payload
@@ -132,8 +132,13 @@ class TraceProbe(Probe):
                 )
             except Exception as exc:
                 self.broken("start a process span", exc)
+                span = None
+            # Called outside the except clause: the handler must not run
+            # while the tracing's error is being handled (its context).
+            token = None if span is None else self._current(span, parent)
+            if token is None:
                 return await call(payload)
-            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            assert span is not None
             try:
                 value = await call(payload)
             except BaseException as exc:
@@ -143,8 +148,7 @@ class TraceProbe(Probe):
                 if isinstance(value, Error):
                     self.safely("record a call's error", _answered, span, value)
             finally:
-                otel_context.detach(token)
-                self.safely("end a process span", span.end)
+                self._done(span, token)
             return value
 
         return traced
@@ -165,8 +169,11 @@ class TraceProbe(Probe):
                 )
             except Exception as exc:
                 self.broken("start a process span", exc)
+                span = None
+            token = None if span is None else self._current(span, _NO_CONTEXT)
+            if token is None:
                 return await call(payloads)
-            token = otel_context.attach(trace.set_span_in_context(span, _NO_CONTEXT))
+            assert span is not None
             try:
                 values = await call(payloads)
             except BaseException as exc:
@@ -184,11 +191,25 @@ class TraceProbe(Probe):
                             len(values),
                         )
             finally:
-                otel_context.detach(token)
-                self.safely("end a process span", span.end)
+                self._done(span, token)
             return values
 
         return traced
+
+    def _current(self, span: Span, parent: Context) -> object | None:
+        """Make ``span`` current (the token to detach it with), or end it
+        and return ``None`` if that fails: the call then runs untraced."""
+        try:
+            return otel_context.attach(trace.set_span_in_context(span, parent))
+        except Exception as exc:
+            self.broken("make a process span current", exc)
+        self.safely("end a process span", span.end)
+        return None
+
+    def _done(self, span: Span, token: object) -> None:
+        """Leave ``span``'s context and end the span."""
+        self.safely("leave a process span", otel_context.detach, token)
+        self.safely("end a process span", span.end)
 
     def __repr__(self) -> str:
         return f"<TraceProbe {self._send_name!r}>"
@@ -229,13 +250,11 @@ class _Send:
         )
         if carried:
             headers = self._payload.headers
-            try:
-                # Within the limits every transport keeps, or not at all.
-                check_headers({**headers, **carried})
-            except (TypeError, ValueError) as exc:
-                probe.broken("inject the trace context", exc)
-            else:
+            room = _no_room(headers, carried)
+            if room is None:
                 headers.update(carried)
+            else:
+                probe.broken("make room for the trace context", room)
 
     def __exit__(
         self,
@@ -258,6 +277,30 @@ def _sent(span: Span, exc: BaseException | None, payload: Payload[Any]) -> None:
     elif event_id := payload.event_id:
         span.set_attribute(MESSAGE_ID, event_id)
     span.end()
+
+
+def _no_room(headers: dict[str, str], carried: dict[str, str]) -> ValueError | None:
+    """Why ``carried`` cannot join ``headers`` within the limits every
+    transport keeps (:data:`MAX_HEADERS`, :data:`MAX_HEADER_CHARS`), or
+    ``None`` if it can. Only the room is judged: headers of the
+    application's that break the rules are for the transport to refuse."""
+    merged = {**headers, **carried}
+    if len(merged) > MAX_HEADERS:
+        return ValueError(
+            f"the trace context's {len(carried)} header(s) would make "
+            f"{len(merged)}, over {MAX_HEADERS}"
+        )
+    size = sum(
+        len(k) + len(v)
+        for k, v in merged.items()
+        if isinstance(k, str) and isinstance(v, str)
+    )
+    if size > MAX_HEADER_CHARS:
+        return ValueError(
+            f"the trace context would make the headers {size} characters, "
+            f"over {MAX_HEADER_CHARS}"
+        )
+    return None
 
 
 def _links(payloads: list[Payload[Any]]) -> list[Link]:
