@@ -348,3 +348,35 @@ async def test_a_batch_call_runs_in_its_consumers_context() -> None:
         answers = [await e for e in events]
     assert answers == [[Ok(1)], [Ok(2)]]
     assert seen == [([1, 2], None)]
+
+
+class _Tagged(Payload[Any]):
+    __slots__ = ("tag",)
+
+
+class _Noted(Payload[Any]):
+    """A subclass with a __dict__."""
+
+
+async def test_a_carried_payload_subclass_keeps_its_own_fields() -> None:
+    kept: list[Payload[Any]] = []
+
+    async def handler(payload: Payload[Any], ctx: Context) -> None:
+        kept.append(payload)
+
+    tagged, noted = _Tagged("a"), _Noted("b")
+    tagged.tag = "t"
+    noted.note = "n"  # type: ignore[attr-defined]
+    async with CollectorQueue([Collector("h", handler)], logging=False) as q:
+        carry(q)
+        for payload in (tagged, noted):
+            await (await _send_as(q.get_publisher(), "r-6", payload))
+    assert kept == [tagged, noted]
+    for original in kept:
+        assert hasattr(original, "_sent_in")
+        for other in (pickle.loads(pickle.dumps(original)), copy.deepcopy(original)):
+            assert type(other) is type(original)
+            assert other.value == original.value
+            assert not hasattr(other, "_sent_in")
+    assert pickle.loads(pickle.dumps(tagged)).tag == "t"
+    assert copy.copy(noted).note == "n"  # type: ignore[attr-defined]

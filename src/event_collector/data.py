@@ -207,14 +207,15 @@ class Payload(Generic[T]):
         """Set the priority used on a priority queue."""
         self.priority = priority
 
-    def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        # What pickle and copy keep: every field but the sender's context
-        # (sender_context.carry), which belongs to this process and send.
-        state = {}
-        for name in Payload.__slots__:
-            if name != "_sent_in" and hasattr(self, name):
-                state[name] = getattr(self, name)
-        return None, state
+    def __getstate__(self) -> Any:
+        # What pickle and copy keep: every field (a subclass's too) but the
+        # sender's context (sender_context.carry), which belongs to this
+        # process and this send.
+        state = object.__getstate__(self)
+        if isinstance(state, tuple) and "_sent_in" in state[1]:
+            fields, slots = state
+            return fields, {k: v for k, v in slots.items() if k != "_sent_in"}
+        return state
 
     def __repr__(self) -> str:
         extra = ""
