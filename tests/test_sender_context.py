@@ -352,6 +352,7 @@ async def test_a_batch_call_runs_in_its_consumers_context() -> None:
 
 class _Tagged(Payload[Any]):
     __slots__ = ("tag",)
+    tag: str
 
 
 class _Noted(Payload[Any]):
