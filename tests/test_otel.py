@@ -578,7 +578,7 @@ async def test_a_noop_provider_installs_nothing() -> None:
         assert tracing.state == "removed"
 
 
-async def test_a_closed_redis_publisher_is_no_longer_watched_for_a_provider(
+async def test_a_redis_publisher_is_watched_for_a_provider_while_open(
     redis_server: RedisServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -593,12 +593,17 @@ async def test_a_closed_redis_publisher_is_no_longer_watched_for_a_provider(
         # It looks again, and again, while the publisher is open.
         await wait_for(lambda: tracing._timer not in (looked, None), guard=GUARD)
     await wait_for(lambda: tracing._timer is None, guard=GUARD)
-    # Stopped for good: a while later it still looks for nothing.
+    # Stopped while closed: a while later it still looks for nothing.
     for _ in range(5):
         await asyncio.sleep(0.02)
         assert tracing._timer is None
     assert tracing.state == "waiting"
-    tracing.uninstrument()
+    # Started again, it is watched again; uninstrument() stops that for good.
+    async with publisher:
+        assert tracing._timer is not None
+        tracing.uninstrument()
+        assert tracing._timer is None
+        assert publisher._on_start == []
 
 
 def test_instrument_refuses_what_it_cannot_trace(spans: Spans) -> None:

@@ -30,6 +30,7 @@ tracing (see :func:`instrument`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import weakref
 from collections.abc import Callable
@@ -178,6 +179,8 @@ class Tracing:
                 "the async code that uses the publisher, or set the tracer "
                 "provider first"
             ) from None
+        # A Redis publisher: watched until it closes, again once restarted.
+        target._on_start.append(self._restarted)
         self._watch(loop)
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -190,6 +193,10 @@ class Tracing:
             return  # a Redis publisher closed: no more sends to trace
         if not self.check_provider():
             self._watch(loop)
+
+    def _restarted(self) -> None:
+        if not self.check_provider():
+            self._watch(asyncio.get_running_loop())
 
     async def _started(self, message: InitializedQueue, pending: BusEventQueue) -> None:
         if message.collector_queue is self._target and not self.check_provider():
@@ -209,6 +216,9 @@ class Tracing:
             bus = target.get_message_bus()
             bus.del_msg_handler(InitializedQueue, self._started)
             bus.del_msg_handler(ShutDownQueue, self._shut_down)
+        else:
+            with contextlib.suppress(ValueError):
+                target._on_start.remove(self._restarted)
 
     def __repr__(self) -> str:
         return (
@@ -244,8 +254,8 @@ def instrument(
     global one is not set), nothing is installed: sends and calls stay as
     fast as untraced ones. While the queue runs, the global provider is
     looked for every :data:`PROVIDER_CHECK_INTERVAL` seconds (on a Redis
-    publisher, from the event loop ``instrument`` is called on, until the
-    publisher is closed), so spans
+    publisher, from the event loop ``instrument`` is called on, while the
+    publisher is not closed: from its next start after a close), so spans
     start within about a second of ``trace.set_tracer_provider``; or call
     :meth:`Tracing.check_provider`. A no-op provider
     (``NoOpTracerProvider``) traces nothing, ever.

@@ -39,6 +39,7 @@ class RedisPublisher:
         self._clock: Callable[[], float] = lambda: 0.0
         self._probes: tuple[Probe, ...] = ()  # instrumentation (see _probes)
         self._closed = False  # closed after a start (until started again)
+        self._on_start: list[Callable[[], None]] = []  # called at each start
 
     async def __aenter__(self) -> RedisPublisher:
         await self.start()
@@ -62,6 +63,8 @@ class RedisPublisher:
         await sender.start()
         self._sender = sender
         self._closed = False
+        for hook in list(self._on_start):
+            hook()
 
     async def close(self) -> None:
         """Stop sending; answer what still waits with
