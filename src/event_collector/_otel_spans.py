@@ -84,17 +84,14 @@ class TraceProbe(Probe):
         if where.client_id is not None:
             process[CLIENT_ID] = where.client_id
         self._process_attributes = process
-        self.failures: dict[str, int] = {}
-        """How many times each step of the tracing failed (see
-        :meth:`broken`)."""
+        self._logged: set[str] = set()  # steps whose failure was logged
 
     def broken(self, step: str, exc: Exception) -> None:
         """The tracing itself failed at ``step`` (a span processor or a
         propagator that raises): the event goes on untraced there. Logged
-        the first time for each step, counted in :attr:`failures` after."""
-        count = self.failures.get(step, 0)
-        self.failures[step] = count + 1
-        if count == 0:
+        the first time for each step only."""
+        if step not in self._logged:
+            self._logged.add(step)
             report_exception(
                 _log,
                 "tracing failed; the event goes on without it (logged once)",

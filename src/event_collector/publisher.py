@@ -172,8 +172,7 @@ class EventPublisher:
             ):
                 # The common keyed send, inlined (benchmark: flow); the
                 # event makes its Payload when it goes into the queue.
-                if type(ordering_key) is not str and type(ordering_key) is not int:
-                    check_ordering_key(ordering_key)
+                check_ordering_key(ordering_key)
                 event = KeyedEvent(
                     value,
                     self._default_priority,
