@@ -45,8 +45,9 @@ _WORKER = (
     "xpending",
     # Acknowledgement, deletion and the answer, in one script call (dead
     # letters in a MULTI transaction). COMMAND INFO finds out whether the
-    # server has XACKDEL (Redis 8.2 and later); without the right to look,
-    # or without XACKDEL, XACK and XDEL do the work.
+    # server has XACKDEL (Redis 8.2 and later; acl_rules(xackdel=True)
+    # grants it); without the right to look, or without XACKDEL, XACK and
+    # XDEL do the work.
     "xack",
     "multi",
     "exec",
@@ -84,6 +85,7 @@ def acl_rules(
     *,
     role: Role = "worker",
     dead_letter_stream: str | None = None,
+    xackdel: bool = False,
 ) -> list[str]:
     """The ``ACL SETUSER`` rules of a least-privilege Redis user for
     ``stream``: key patterns, then commands.
@@ -103,6 +105,11 @@ def acl_rules(
         (``event-collector top``).
     :param dead_letter_stream: the transport's ``dead_letter_stream``, when
         one was given.
+    :param xackdel: the server has ``XACKDEL`` (Redis 8.2 and later): a
+        worker's rules grant it, and the worker acknowledges and deletes
+        its entries with it. Leave it false for an older server, which
+        refuses a rule that names a command it does not know. Only a
+        worker acknowledges, so the other roles' rules do not change.
     :raises ValueError: an empty ``stream``, or an unknown ``role``.
     """
     if not isinstance(stream, str) or not stream:
@@ -120,4 +127,6 @@ def acl_rules(
         and not dead_letter_stream.startswith(f"{stream}:")
     ):
         keys.append(f"~{_literal(dead_letter_stream)}")
+    if xackdel and role == "worker":
+        commands = (*commands, "xackdel")
     return [*keys, *(f"+{command}" for command in commands)]
