@@ -130,7 +130,7 @@ class EventQueue:
         """Queue ``event`` or raise ``QueueClosed`` / ``QueueFull``."""
         if self._closed is not None:
             raise QueueClosed(self._closed)
-        if 0 < self._maxsize <= len(self._items):
+        if self._maxsize and self._maxsize <= len(self._items):
             raise QueueFull(f"the event queue is full (maxsize={self._maxsize})")
         try:
             # Wake first, store after: a wake-up that fails (the queue's loop
