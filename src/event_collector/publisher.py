@@ -8,7 +8,7 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._gate import KeyedEvent, OrderingKey, check_ordering_key
+from ._gate import KeyedEvent, OrderingKey, check_ordering_key, keyed_event
 from ._models import DEFAULT_PRIORITY, CollectorEvent, QueueType
 from ._payload_routing import check_headers
 from ._probes import sending
@@ -111,7 +111,7 @@ class EventPublisher:
             value = Payload(value, ordering_key=ordering_key)
         elif value.ordering_key != ordering_key:
             value.ordering_key = ordering_key
-        return KeyedEvent(value, priority, self._clock(), ordering_key, self._gate)
+        return keyed_event(value, priority, self._clock(), ordering_key, self._gate)
 
     async def send(
         self,
@@ -170,16 +170,16 @@ class EventPublisher:
                 and not self._awaits_put
                 and not isinstance(value, Payload)
             ):
-                # The common keyed send, inlined (benchmark: flow); the
-                # event makes its Payload when it goes into the queue.
-                check_ordering_key(ordering_key)
-                event = KeyedEvent(
-                    value,
-                    self._default_priority,
-                    self._clock(),
-                    ordering_key,
-                    gate,
-                )
+                # The common keyed send, inlined (benchmark: flow): the
+                # key checked (a str or an int passes at once), the event
+                # made as keyed_event makes it. The event makes its Payload
+                # when it goes into the queue.
+                kind = type(ordering_key)
+                if kind is not str and kind is not int:
+                    check_ordering_key(ordering_key)
+                event = KeyedEvent(value, self._default_priority, self._clock())
+                event.ordering_key = ordering_key
+                event._gate = gate
                 gate.put_nowait(event, False)
                 return event
             event = self._make_event(value, priority, ordering_key, supersede)
