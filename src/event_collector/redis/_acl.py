@@ -1,11 +1,13 @@
 """The Redis ACL rules the transport needs, and nothing more.
 
 The lists below are every command this package sends, read from its
-code; ``tests/test_redis_acl.py`` runs a worker, a publisher, answers, a
-dead letter, a bounded ``maxsize`` stream, a graceful shutdown and the
-fleet view as users that have only these rules, and checks that Redis
-refused nothing and that each command was used. A change that sends a new
-command fails that test until the command is added here.
+code, but ``XACKDEL``, which only ``acl_rules(xackdel=True)`` grants (a
+Redis before 8.2 refuses a rule that names it). ``tests/test_redis_acl.py``
+runs a worker, a publisher, answers, a dead letter, a bounded ``maxsize``
+stream, a graceful shutdown and the fleet view as users that have only
+these rules, and checks that Redis refused nothing and that each command
+was used. A change that sends a new command fails that test until the
+command is added here.
 """
 
 from __future__ import annotations
