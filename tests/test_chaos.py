@@ -100,7 +100,9 @@ async def test_every_accepted_event_is_answered_exactly_once(
         answers[self.id] += 1
         return original_set_answer(self, answer)
 
-    # Every answer, the consumers' and the shutdown's, goes through it.
+    # Every answer of an unkeyed event, the consumers' and the shutdown's,
+    # goes through it (no event here has an ordering key: a KeyedEvent has
+    # a _set_answer of its own).
     monkeypatch.setattr(CollectorEvent, "_set_answer", counting_set_answer)
 
     queue = CollectorQueue(

@@ -320,7 +320,9 @@ def test_delivery_state_machine(monkeypatch: pytest.MonkeyPatch) -> None:
         ANSWERS[event.id] += 1
         return original(event, answer)
 
-    # Every answer, the consumers' and the shutdown's, goes through it.
+    # Every answer of an unkeyed event, the consumers' and the shutdown's,
+    # goes through it (no event here has an ordering key: a KeyedEvent has
+    # a _set_answer of its own).
     monkeypatch.setattr(CollectorEvent, "_set_answer", counting)
     ANSWERS.clear()
     run_state_machine_as_test(

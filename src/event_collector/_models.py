@@ -145,6 +145,8 @@ class CollectorEvent(Generic[T]):
         answered event (the list and an ``Ok``) for as long as the event is
         kept. The caller wraps a value that is itself a ``ResultList``.
         """
+        # KeyedEvent._set_answer repeats these steps inline: keep the two
+        # the same.
         if self._answer is not _PENDING:
             return False
         self._answer = answer
