@@ -52,26 +52,85 @@ class JsonCodec:
 
     name = "json"
 
-    __slots__ = ("_decoder", "_encoder")
+    __slots__ = ("_decoder", "_encoder", "_one_shot", "_raw_decode")
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), allow_nan=False
         )
+        self._one_shot = _one_shot_encoder(self._encoder)
         self._decoder = json.JSONDecoder()
+        self._raw_decode = self._decoder.raw_decode
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` as UTF-8 JSON; ``TypeError`` for what JSON has
         no form for (a set, a datetime, an object), ``ValueError`` for NaN
-        and the infinities."""
-        return self._encoder.encode(value).encode()
+        and the infinities, and for a value nested too deep or containing
+        itself."""
+        one_shot = self._one_shot
+        if one_shot is None:
+            return self._encoder.encode(value).encode()
+        try:
+            return "".join(one_shot(value, 0)).encode()
+        except RecursionError:
+            raise ValueError(
+                "the value is nested too deeply, or contains itself"
+            ) from None
 
     def decode(self, data: bytes) -> Any:
         """Decode UTF-8 JSON (``ValueError`` if it is not)."""
-        return self._decoder.decode(data.decode())
+        text = data.decode()
+        try:
+            value, end = self._raw_decode(text)
+        except ValueError:
+            end = -1
+        if end != len(text):
+            # Whitespace around the document, or not JSON at all: the full
+            # decoder accepts the one and names what is wrong with the other.
+            return self._decoder.decode(text)
+        return value
 
     def __repr__(self) -> str:
         return "JsonCodec()"
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _one_shot_encoder(encoder: json.JSONEncoder) -> Any:
+    """The standard library's C encoder with ``encoder``'s settings, made
+    once rather than on every call as ``JSONEncoder.encode`` does (it is
+    most of the cost of encoding a small document); ``None`` where there is
+    none or it does not behave as ``encoder`` on a sample.
+
+    It keeps no record of the containers it is inside (the check for a
+    value that contains itself): that record would be shared by every call,
+    from any thread. Such a value ends in ``RecursionError`` instead, which
+    :meth:`JsonCodec.encode` reports as the ``ValueError`` the check would
+    have raised.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has it
+        return None
+    try:
+        one_shot = make(
+            None,
+            _refuse,
+            json.encoder.encode_basestring,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+        sample = {"v": [1, 2.5, "é\n", None, True, {"k": -3}]}
+        if "".join(one_shot(sample, 0)) != encoder.encode(sample):
+            return None  # pragma: no cover - another Python's encoder
+    except Exception:  # pragma: no cover - another signature
+        return None
+    return one_shot
 
 
 class MsgpackCodec:
