@@ -1,23 +1,24 @@
-"""Provide a redis-server that has XACKDEL (Redis 8.2 and later) and print
-the directory that holds it.
+"""Provide a redis-server that has XACKDEL (Redis 8.2 and later) and
+``XADD IDMP`` (8.6 and later), and print the directory that holds it.
 
 Debian 12 ships Redis 7.0, which the test suite runs on. The transport uses
-XACKDEL where the server has it, and that path needs a newer server to be
-tested. A build made before is used as it is, without the network: the
+XACKDEL and IDMP where the server has them, and those paths need a newer
+server to be tested. A build made before is used as it is, without the network: the
 newest one under ``$XDG_CACHE_HOME/event-collector`` (``~/.cache`` by
-default) that is 8.2 or later. Otherwise this script reads the source
+default) that is 8.6 or later. Otherwise this script reads the source
 indexes of Debian's experimental and unstable suites, takes the newest
-Redis source package of 8.2 or later (the upstream tarball, its SHA-256
+Redis source package of 8.6 or later (the upstream tarball, its SHA-256
 checked against the index, fetched over HTTPS; an older one when the
 newest cannot be fetched), builds ``redis-server`` without TLS and keeps
 it in that cache. Nothing of Redis is kept in this repository.
 
     bin=$(python3 scripts/newer_redis.py) &&
         PATH="$bin:$PATH" EVENT_COLLECTOR_REQUIRE_XACKDEL=1 \\
+        EVENT_COLLECTOR_REQUIRE_IDMP=1 \\
         pytest tests/test_redis_commands.py
 
 ``--refresh`` looks for a newer source even when a build is cached. It
-exits with status 1, saying why on one line, when no suite has Redis 8.2
+exits with status 1, saying why on one line, when no suite has Redis 8.6
 or later, or when the download or the build fails.
 """
 
@@ -40,8 +41,8 @@ from pathlib import Path
 
 MIRROR = os.environ.get("DEBIAN_MIRROR", "https://deb.debian.org/debian")
 SUITES = ("experimental", "unstable")
-NEEDED = (8, 2)
-"""The first Redis with XACKDEL."""
+NEEDED = (8, 6)
+"""The first Redis with both XACKDEL (8.2) and ``XADD IDMP`` (8.6)."""
 
 Version = tuple[int, int, int]
 
@@ -61,7 +62,7 @@ def fetch(url: str) -> bytes:
 
 def version_of(text: str) -> Version | None:
     """``5:8.6.3-1`` -> ``(8, 6, 3)``; ``None`` for a release candidate
-    (``8.2~rc1``) or a version that is not three numbers."""
+    (``8.6~rc1``) or a version that is not three numbers."""
     upstream = text.split(":", 1)[-1].rsplit("-", 1)[0]
     found = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", upstream)
     if found is None:
@@ -80,7 +81,7 @@ def cache_root() -> Path:
 
 
 def cached() -> Path | None:
-    """The newest cached build of 8.2 or later, if there is one."""
+    """The newest cached build of 8.6 or later, if there is one."""
     builds: list[tuple[Version, Path]] = []
     for folder in cache_root().glob("redis-*"):
         version = version_of(folder.name.removeprefix("redis-"))
@@ -91,7 +92,7 @@ def cached() -> Path | None:
 
 
 def sources() -> list[tuple[Version, str, str]]:
-    """The suites' Redis sources of 8.2 or later, newest first: version,
+    """The suites' Redis sources of 8.6 or later, newest first: version,
     tarball URL, SHA-256."""
     found: list[tuple[Version, str, str]] = []
     for suite in SUITES:
@@ -166,7 +167,7 @@ def main() -> None:
         raise fail(f"building Redis needs {' and '.join(missing)} on PATH")
     candidates = sources()
     if not candidates:
-        raise fail(f"no Redis 8.2 or later in Debian's {' or '.join(SUITES)}")
+        raise fail(f"no Redis 8.6 or later in Debian's {' or '.join(SUITES)}")
     errors: list[str] = []
     for version, url, sha256 in candidates:
         target = cache_root() / f"redis-{shown(version)}" / "bin"

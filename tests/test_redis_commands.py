@@ -1,20 +1,22 @@
 """What the Redis transport sends: the commands it chooses by what the
 server has (``XACKDEL`` on Redis 8.2 and later, ``XACK`` and ``XDEL``
-before), its batch scripts and the reply entries they write, and the
-packing of commands by hiredis.
+before; ``XADD IDMP`` on Redis 8.6 and later, a plain ``XADD`` before),
+its batch scripts and the reply entries they write, and the packing of
+commands by hiredis.
 
 Redis 7.0 is what Debian ships and what the suite runs on: there the
 older commands must be chosen, and a worker wrongly told that ``XACKDEL``
-exists must still acknowledge everything. The test of the ``XACKDEL`` path
-itself runs only on a server that has it; CI runs this module again with a
-newer ``redis-server`` first on ``PATH`` (``scripts/newer_redis.py``) and
-``EVENT_COLLECTOR_REQUIRE_XACKDEL=1``, which makes that test fail instead of
-skipping.
+exists must still acknowledge everything. The tests of the newer paths
+themselves run only on a server that has them; CI runs this module again
+with a newer ``redis-server`` first on ``PATH`` (``scripts/newer_redis.py``)
+and ``EVENT_COLLECTOR_REQUIRE_XACKDEL=1`` and ``EVENT_COLLECTOR_REQUIRE_IDMP=1``,
+which make those tests fail instead of skipping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -32,6 +34,7 @@ from redis_server import RedisServer, redis_server_module  # noqa: F401
 
 GUARD = 20.0
 REQUIRE_XACKDEL = os.environ.get("EVENT_COLLECTOR_REQUIRE_XACKDEL") == "1"
+REQUIRE_IDMP = os.environ.get("EVENT_COLLECTOR_REQUIRE_IDMP") == "1"
 _names = itertools.count(1)
 
 
@@ -79,6 +82,12 @@ def worker(url: str, stream: str, log: Events | None = None) -> CollectorQueue:
 def server_has_xackdel(server: RedisServer) -> bool:
     client: Any = server.client()
     return bool(client.execute_command("COMMAND INFO", "XACKDEL")[0])
+
+
+def server_has_idmp(server: RedisServer) -> bool:
+    """Whether ``XADD`` takes ``IDMP`` here (its documented arguments)."""
+    client: Any = server.client()
+    return b"IDMP" in repr(client.execute_command("COMMAND DOCS", "XADD")).encode()
 
 
 def calls(server: RedisServer, command: str) -> int:
@@ -186,6 +195,90 @@ async def test_a_server_with_xackdel_gets_it(server: RedisServer, stream: str) -
     assert calls(server, "xackdel") > before[0]
     assert calls(server, "xack") == before[1]
     assert settled(server, stream) == (0, 0)
+
+
+class LostReply:
+    """The publisher's batch script, run for real, whose first reply is
+    lost: the call raises ``ConnectionError`` after Redis added the
+    entries, and the writer writes the same batch again. Its second call
+    waits (5 s at most) for the answers to the first write's entries, so
+    that they come while the writer waits to try again, when nobody knows
+    their ids yet: they must be kept for the ids the second write gets."""
+
+    def __init__(self, sender: Any, answers_in: int) -> None:
+        self._script = sender._script
+        self._sender = sender
+        self._answers_in = answers_in
+        self.calls = 0
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            await self._script(**kwargs)
+            raise redis.exceptions.ConnectionError("reply lost (injected)")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                # The reader keeps them in a plain dict: nothing to await.
+                while len(self._sender._early) < self._answers_in:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+        return await self._script(**kwargs)
+
+
+async def lost_reply_round(server: RedisServer, stream: str) -> tuple[Any, ...]:
+    """20 events whose batch's first reply is lost; what the handler saw,
+    the answers, the writes, and the sender."""
+    handled: list[int] = []
+
+    async def count(payload: Payload[Any], ctx: Context) -> Any:
+        handled.append(payload.value["n"])
+        return payload.value
+
+    queue = CollectorQueue(
+        [Collector("count", count)],
+        transport=RedisTransport(server.url, stream=stream),
+        logging=False,
+    )
+    async with queue, RedisTransport(server.url, stream=stream).publisher() as pub:
+        sender = pub._sender
+        assert sender is not None
+        await pub.send({"n": -1})  # the first batch: IDMP is found or not
+        sender._script = lost = LostReply(sender, 20)
+        events = await pub.send_many([{"n": i} for i in range(20)])
+        async with asyncio.timeout(GUARD):
+            results = [await event.wait() for event in events]
+    return handled, [r.first() for r in results], lost.calls, sender
+
+
+async def test_a_server_with_idmp_adds_a_batch_written_again_once(
+    server: RedisServer, stream: str
+) -> None:
+    """Runs only on Redis 8.6 or later (CI builds one for it). The second
+    write of the batch is given the ids of the first, whose answers came
+    before it and were kept: every event is handled once and answered."""
+    if not server_has_idmp(server):
+        if REQUIRE_IDMP:
+            pytest.fail("EVENT_COLLECTOR_REQUIRE_IDMP=1: XADD has no IDMP here")
+        pytest.skip("XADD has no IDMP here (Redis 8.6 and later have it)")
+    handled, answered, writes, sender = await lost_reply_round(server, stream)
+    assert sender.idmp is True
+    assert writes == 2
+    assert sorted(handled) == [-1, *range(20)]
+    assert answered == [Ok({"n": i}, "count") for i in range(20)]
+    assert settled(server, stream) == (0, 0)
+
+
+async def test_a_server_without_idmp_handles_a_batch_written_again_twice(
+    server: RedisServer, stream: str
+) -> None:
+    """At least once: the second write adds the entries again, each is
+    handled twice, and each event is answered once (by its second copy)."""
+    if server_has_idmp(server):
+        pytest.skip("XADD has IDMP here")
+    handled, answered, writes, sender = await lost_reply_round(server, stream)
+    assert sender.idmp is False
+    assert writes == 2
+    assert sorted(handled) == [-1, *sorted([*range(20), *range(20)])]
+    assert answered == [Ok({"n": i}, "count") for i in range(20)]
 
 
 # -- the batch scripts -------------------------------------------------------------

@@ -38,14 +38,30 @@ if limit > 0 then
   for i = 2, #KEYS do total = total + redis.call('XLEN', KEYS[i]) end
   room = math.max(0, limit - total)
 end
-local out = {redis.call('GET', KEYS[1])}
-local reply, codec = ARGV[2], ARGV[3]
-for i = 4, #ARGV, 2 do
+local reply, codec, pid, batch = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local out = {redis.call('GET', KEYS[1]), 1}
+for i = 6, #ARGV, 2 do
   if room == 0 then
     out[#out + 1] = false
   else
     local key = KEYS[1 + tonumber(ARGV[i])]
-    local id = redis.pcall('XADD', key, '*', 'd', ARGV[i + 1], 'r', reply, 'c', codec)
+    local id
+    if pid ~= '' then
+      local iid = batch .. ':' .. ((i - 6) / 2)
+      id = redis.pcall('XADD', key, 'IDMP', pid, iid, '*',
+        'd', ARGV[i + 1], 'r', reply, 'c', codec)
+      if type(id) == 'table' and id.err then
+        -- A server before 8.6 reads IDMP as the entry id: if a plain XADD
+        -- does what this one could not, the server lacks IDMP.
+        id = redis.pcall('XADD', key, '*', 'd', ARGV[i + 1], 'r', reply, 'c', codec)
+        if type(id) ~= 'table' or not id.err then
+          pid = ''
+          out[2] = 0
+        end
+      end
+    else
+      id = redis.pcall('XADD', key, '*', 'd', ARGV[i + 1], 'r', reply, 'c', codec)
+    end
     if type(id) == 'table' and id.err then
       -- In a script, Redis's refusal does not name the command: say it.
       local code, text = string.match(id.err, '^(%S+) (.*)$')
@@ -58,11 +74,18 @@ end
 return out
 """
 """Adds a publisher's entries. KEYS: the epoch token, then every band.
-ARGV: ``maxsize`` (0 for none), the reply stream, the codec's name, then
-per entry its band (1 for the first) and its encoded payload. Returns the
-epoch token, then per entry its id, an error, or nil when the bounded
-streams were full (undelivered and pending entries: acknowledged ones are
-deleted)."""
+ARGV: ``maxsize`` (0 for none), the reply stream, the codec's name, the
+producer id for ``XADD IDMP`` (empty for a plain ``XADD``), the batch's
+number (each entry's idempotency id is that number and the entry's index),
+then per entry its band (1 for the first) and its encoded payload.
+
+Returns the epoch token; 0 when ``IDMP`` was asked for and the server has
+none (the entries were added without it), else 1; then per entry its id,
+an error, or nil when the bounded streams were full (undelivered and
+pending entries: acknowledged ones are deleted). With ``IDMP``, an entry
+the server had added already under the same producer and idempotency id
+(a batch written again after its reply was lost) is not added twice: its
+first id is returned."""
 
 ACK = """
 local group, ttl, codec = ARGV[1], ARGV[2], ARGV[3]
@@ -120,10 +143,13 @@ def add_args(
     reply_key: bytes,
     codec: bytes,
     entries: Iterable[tuple[int, bytes]],
+    producer: bytes = b"",
+    batch: int = 0,
 ) -> list[Any]:
     """The ARGV of :data:`ADD` for ``entries``, (band index, encoded
-    payload) pairs."""
-    args: list[Any] = [maxsize, reply_key, codec]
+    payload) pairs; ``producer`` (empty for none) and ``batch`` make the
+    entries' ``IDMP`` ids."""
+    args: list[Any] = [maxsize, reply_key, codec, producer, batch]
     for band, data in entries:
         args += (band + 1, data)
     return args

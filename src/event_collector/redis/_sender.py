@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,11 @@ from ._replies import Replies
 __all__ = ["Sender"]
 
 _BATCH = 500  # entries per round trip, at most
+_IDMP_BATCH = 100
+"""Entries per round trip, at most, while ``XADD IDMP`` is in use: a stream
+remembers 100 idempotency ids per producer unless told otherwise
+(``stream-idmp-maxsize``), and a batch written again must find all of its
+own."""
 _EPOCH_EVERY = 1.0  # seconds between epoch checks while events only wait
 
 
@@ -98,6 +104,13 @@ class Sender(Replies):
         # id -> (when, codec, answer).
         self._early: dict[str, tuple[float, bytes | None, bytes]] = {}
         self._queue_in_flight = 0  # entries sent whose ids are not known yet
+        self.idmp = True
+        """Whether batches are written with ``XADD IDMP`` (Redis 8.6 and
+        later), so that one written again after its reply was lost adds no
+        entry twice; turned off for good by the first batch the server
+        refuses it for."""
+        self._producer = self.owner.encode()
+        self._batch_numbers = itertools.count(1)
         """Events accepted and not answered yet, by entry id."""
         self._client: Client | None = None
         self._reader_client: Client | None = None
@@ -286,6 +299,7 @@ class Sender(Replies):
     async def _write(self) -> None:
         backoff = Backoff()
         batch: list[_Pending] = []
+        number = 0  # the batch's: with the index, each entry's IDMP id
         while not self._stopping or batch or self._queue:
             if not batch:
                 while not self._queue:
@@ -302,21 +316,24 @@ class Sender(Replies):
                         # reconnected without a word).
                         with contextlib.suppress(*RETRYABLE):
                             await self._check_epoch()
-                for _ in range(min(_BATCH, len(self._queue))):
+                size = _IDMP_BATCH if self.idmp else _BATCH
+                for _ in range(min(size, len(self._queue))):
                     batch.append(self._queue.popleft())
+                number = next(self._batch_numbers)
+            # Until the batch's ids are known, answers to entries nobody
+            # waits for yet are kept: a batch written again (with IDMP) is
+            # given the ids its first write had, whose answers may have
+            # come while this task waited to try again.
+            self._queue_in_flight = len(batch)
             try:
-                self._queue_in_flight = len(batch)
+                epoch, ids = await self._add(batch, number)
+                # Before the batch waits: what waited before a loss is
+                # lost, the batch itself is on the new server. The batch
+                # is written: a failure here must not write it again.
                 try:
-                    epoch, ids = await self._add(batch)
-                    # Before the batch waits: what waited before a loss is
-                    # lost, the batch itself is on the new server. The batch
-                    # is written: a failure here must not write it again.
-                    try:
-                        await self._observe_epoch(epoch)
-                    except RETRYABLE:
-                        self._suspect = True
-                finally:
-                    self._queue_in_flight = 0
+                    await self._observe_epoch(epoch)
+                except RETRYABLE:
+                    self._suspect = True
                 backoff.reset()
             except RETRYABLE as exc:
                 self._suspect = True
@@ -324,14 +341,16 @@ class Sender(Replies):
                     "redis write failed; retrying", error=str(exc), events=len(batch)
                 )
                 await asyncio.sleep(backoff.next())
-                continue
+                continue  # the same batch, with the same number
             except Exception as exc:
                 # Not the connection: the server refused (an ACL, OOM...).
                 # The senders get the error; nothing is retried.
+                self._queue_in_flight = 0
                 for item in batch:
                     self._refuse(item, exc)
                 batch = []
                 continue
+            self._queue_in_flight = 0
             left: list[_Pending] = []
             for item, entry_id in zip(batch, ids, strict=True):
                 if entry_id is None:
@@ -342,16 +361,23 @@ class Sender(Replies):
                     self._accepted(item, entry_id.decode())
             self._full = bool(left)
             batch = left
+            # What is left was not added: written again, it is a new batch
+            # (its entries' indexes changed), with a number of its own.
+            number = next(self._batch_numbers)
             if not self._queue:
                 self._written.set()
             if left:
                 await asyncio.sleep(0.02)  # wait for room
             self._notify()
 
-    async def _add(self, batch: list[_Pending]) -> tuple[bytes | None, list[Any]]:
-        """Write a batch in one script call (:data:`ADD`); return the epoch
-        read just before it and the entry ids, errors, or ``None`` for
-        entries the bounded streams had no room for."""
+    async def _add(
+        self, batch: list[_Pending], number: int
+    ) -> tuple[bytes | None, list[Any]]:
+        """Write a batch in one script call (:data:`ADD`), with ``XADD
+        IDMP`` while :attr:`idmp`; return the epoch read just before it and
+        the entry ids, errors, or ``None`` for entries the bounded streams
+        had no room for. ``number`` is the batch's: written again, the same
+        batch has the same number."""
         assert self._client is not None
         if self._script is not None:
             keys = [self._keys.epoch, *self._keys.bands]
@@ -360,9 +386,17 @@ class Sender(Replies):
                 self._reply_field,
                 self._codec_field,
                 [(item.band, item.data) for item in batch],
+                self._producer if self.idmp else b"",
+                number,
             )
             try:
-                epoch, *replies = await self._script(keys=keys, args=args)
+                epoch, idmp, *replies = await self._script(keys=keys, args=args)
+                if not idmp and self.idmp:
+                    self.idmp = False
+                    self._log.debug(
+                        "redis has no XADD IDMP; a batch written again after "
+                        "a lost reply may add its entries twice"
+                    )
             except rexc.NoPermissionError as exc:
                 if self._config.maxsize:
                     raise  # the bound is kept by the script alone
@@ -372,6 +406,7 @@ class Sender(Replies):
                     error=str(exc),
                 )
                 self._script = None
+                self.idmp = False  # a plain XADD per entry from now on
         if self._script is None:
             pipe = self._client.pipeline(transaction=False)
             pipe.get(self._keys.epoch)
