@@ -7,7 +7,8 @@ in one round trip (one call of the batch script,
 :data:`~event_collector.redis._batches.ADD`) as soon as the previous one
 is back, without waiting for more, and tells each sender its entry's id. One
 reader task blocks on the reply stream and answers the waiting events;
-nothing polls a result key, and no channel is opened per call.
+nothing polls a result key, and no channel is opened per call. One batch's
+write is in :mod:`._writes`, the reading in :mod:`._replies`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .._log import Logger
 from .._models import CollectorEvent
 from ..data import Error, Payload
 from ..exceptions import ConfigError, EventCancelled, QueueClosed, QueueFull
-from ._batches import ADD, add_args
+from ._batches import ADD
 from ._codec import payload_document
 from ._common import (
     RETRYABLE,
@@ -37,51 +38,14 @@ from ._common import (
     ensure_group,
     stop_tasks,
 )
-from ._replies import Replies
+from ._writes import BATCH, IDMP_BATCH, Pending, Waiter, Writes
 
 __all__ = ["Sender"]
 
-_BATCH = 500  # entries per round trip, at most
-_IDMP_BATCH = 100
-"""Entries per round trip, at most, while ``XADD IDMP`` is in use: a stream
-remembers 100 idempotency ids per producer unless told otherwise
-(``stream-idmp-maxsize``), and a batch written again must find all of its
-own."""
 _EPOCH_EVERY = 1.0  # seconds between epoch checks while events only wait
 
 
-class _Waiter:
-    """What a ``send`` (one entry) or a ``send_many`` (all of its entries)
-    waits on: resolved when the last of its entries is accepted, failed by
-    the first refused. One future for a whole batch, not a task per entry
-    (benchmark: redis)."""
-
-    __slots__ = ("future", "left")
-
-    def __init__(self, future: asyncio.Future[None], left: int) -> None:
-        self.future = future
-        self.left = left
-
-
-class _Pending:
-    """One entry waiting for the writer."""
-
-    __slots__ = ("band", "data", "event", "waiter")
-
-    def __init__(
-        self,
-        event: CollectorEvent[Any],
-        band: int,
-        data: bytes,
-        waiter: _Waiter | None,
-    ) -> None:
-        self.event = event
-        self.band = band
-        self.data = data
-        self.waiter = waiter
-
-
-class Sender(Replies):
+class Sender(Writes):
     """Writes events to the work stream and resolves them from the reply
     stream (one per sender, expiring when its process is gone)."""
 
@@ -97,7 +61,7 @@ class Sender(Replies):
         self._reply_field = self.reply_key.encode()
         self._codec_field = config.codec.name.encode()
         self._encode = config.codec.encode
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._wake = asyncio.Event()
         self.waiting: dict[str, CollectorEvent[Any]] = {}
         # Answers read before their entry's acceptance was:
@@ -243,7 +207,7 @@ class Sender(Replies):
         """Queue one entry and wait until Redis has accepted it."""
         self.check_open()
         future = asyncio.get_running_loop().create_future()
-        self._push(_Pending(event, band, data, _Waiter(future, 1)))
+        self._push(Pending(event, band, data, Waiter(future, 1)))
         await future
 
     async def submit_many(
@@ -255,10 +219,10 @@ class Sender(Replies):
         if not entries:
             return
         future = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(future, len(entries))
+        waiter = Waiter(future, len(entries))
         append = self._queue.append
         for event, band, data in entries:
-            append(_Pending(event, band, data, waiter))
+            append(Pending(event, band, data, waiter))
         self._idle.clear()
         self._wake.set()
         await future
@@ -271,9 +235,9 @@ class Sender(Replies):
             raise QueueFull(
                 f"the Redis stream is full (maxsize={self._config.maxsize})"
             )
-        self._push(_Pending(event, band, data, None))
+        self._push(Pending(event, band, data, None))
 
-    def _push(self, item: _Pending) -> None:
+    def _push(self, item: Pending) -> None:
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
@@ -298,7 +262,7 @@ class Sender(Replies):
 
     async def _write(self) -> None:
         backoff = Backoff()
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         number = 0  # the batch's: with the index, each entry's IDMP id
         while not self._stopping or batch or self._queue:
             if not batch:
@@ -316,7 +280,7 @@ class Sender(Replies):
                         # reconnected without a word).
                         with contextlib.suppress(*RETRYABLE):
                             await self._check_epoch()
-                size = _IDMP_BATCH if self.idmp else _BATCH
+                size = IDMP_BATCH if self.idmp else BATCH
                 for _ in range(min(size, len(self._queue))):
                     batch.append(self._queue.popleft())
                 number = next(self._batch_numbers)
@@ -351,7 +315,7 @@ class Sender(Replies):
                 batch = []
                 continue
             self._queue_in_flight = 0
-            left: list[_Pending] = []
+            left: list[Pending] = []
             for item, entry_id in zip(batch, ids, strict=True):
                 if entry_id is None:
                     left.append(item)  # the bounded streams are full
@@ -369,80 +333,6 @@ class Sender(Replies):
             if left:
                 await asyncio.sleep(0.02)  # wait for room
             self._notify()
-
-    async def _add(
-        self, batch: list[_Pending], number: int
-    ) -> tuple[bytes | None, list[Any]]:
-        """Write a batch in one script call (:data:`ADD`), with ``XADD
-        IDMP`` while :attr:`idmp`; return the epoch read just before it and
-        the entry ids, errors, or ``None`` for entries the bounded streams
-        had no room for. ``number`` is the batch's: written again, the same
-        batch has the same number."""
-        assert self._client is not None
-        if self._script is not None:
-            keys = [self._keys.epoch, *self._keys.bands]
-            args = add_args(
-                self._config.maxsize,
-                self._reply_field,
-                self._codec_field,
-                [(item.band, item.data) for item in batch],
-                self._producer if self.idmp else b"",
-                number,
-            )
-            try:
-                epoch, idmp, *replies = await self._script(keys=keys, args=args)
-                if not idmp and self.idmp:
-                    self.idmp = False
-                    self._log.debug(
-                        "redis has no XADD IDMP; a batch written again after "
-                        "a lost reply may add its entries twice"
-                    )
-            except rexc.NoPermissionError as exc:
-                if self._config.maxsize:
-                    raise  # the bound is kept by the script alone
-                # A user without EVALSHA: what a pipeline of XADDs does too.
-                self._log.warning(
-                    "redis refused the batch script; writing with XADD",
-                    error=str(exc),
-                )
-                self._script = None
-                self.idmp = False  # a plain XADD per entry from now on
-        if self._script is None:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.get(self._keys.epoch)
-            fields = {b"r": self._reply_field, b"c": self._codec_field}
-            for item in batch:
-                pipe.xadd(self._keys.bands[item.band], {b"d": item.data, **fields})
-            epoch, *replies = await pipe.execute(raise_on_error=False)
-            if isinstance(epoch, Exception):
-                raise epoch
-        if len(replies) != len(batch):
-            raise RuntimeError(f"redis answered {len(replies)} of {len(batch)} writes")
-        return epoch, replies
-
-    def _accepted(self, item: _Pending, entry_id: str) -> None:
-        event = item.event
-        payload = event.payload
-        event_id = payload._eid = self._keys.event_id(item.band, entry_id)
-        if not event.is_done():
-            early = self._early.pop(event_id, None)
-            if early is None:
-                self.waiting[event_id] = event
-            else:
-                self._settle(event, early[1], early[2])
-        waiter = item.waiter
-        if waiter is not None and not waiter.future.done():
-            waiter.left -= 1
-            if not waiter.left:
-                waiter.future.set_result(None)
-
-    def _refuse(self, item: _Pending, exc: BaseException) -> None:
-        error = QueueClosed(f"Redis refused the event: {exc}")
-        waiter = item.waiter
-        if waiter is not None and not waiter.future.done():
-            waiter.future.set_exception(error)
-        else:
-            self._answer(item.event, Error(error))
 
 
 def event_for(value: Any, priority: int, sent_at: float) -> CollectorEvent[Any]:
