@@ -25,7 +25,15 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from event_collector import Collector, CollectorQueue, Context, Ok, Payload, QueueType
+from event_collector import (
+    Collector,
+    CollectorQueue,
+    Context,
+    Ok,
+    Payload,
+    QueueClosed,
+    QueueType,
+)
 from event_collector.redis import RedisTransport, acl_rules
 from event_collector.redis._batches import ACK, ack_args, answers, has_command
 from event_collector.redis._common import DEFAULT_BANDS, Keys
@@ -210,17 +218,21 @@ class LostReply:
         self._sender = sender
         self._answers_in = answers_in
         self.calls = 0
+        self.kept = -1
+        """Answers kept when the second call began (the test checks it)."""
 
     async def __call__(self, **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
             await self._script(**kwargs)
             raise redis.exceptions.ConnectionError("reply lost (injected)")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
-                # The reader keeps them in a plain dict: nothing to await.
-                while len(self._sender._early) < self._answers_in:  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
+        if self.calls == 2:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    # The reader keeps them in a plain dict: nothing to await.
+                    while len(self._sender._early) < self._answers_in:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+            self.kept = len(self._sender._early)
         return await self._script(**kwargs)
 
 
@@ -246,7 +258,7 @@ async def lost_reply_round(server: RedisServer, stream: str) -> tuple[Any, ...]:
         events = await pub.send_many([{"n": i} for i in range(20)])
         async with asyncio.timeout(GUARD):
             results = [await event.wait() for event in events]
-    return handled, [r.first() for r in results], lost.calls, sender
+    return handled, [r.first() for r in results], lost, sender
 
 
 async def test_a_server_with_idmp_adds_a_batch_written_again_once(
@@ -259,12 +271,65 @@ async def test_a_server_with_idmp_adds_a_batch_written_again_once(
         if REQUIRE_IDMP:
             pytest.fail("EVENT_COLLECTOR_REQUIRE_IDMP=1: XADD has no IDMP here")
         pytest.skip("XADD has no IDMP here (Redis 8.6 and later have it)")
-    handled, answered, writes, sender = await lost_reply_round(server, stream)
+    handled, answered, lost, sender = await lost_reply_round(server, stream)
     assert sender.idmp is True
-    assert writes == 2
+    assert (lost.calls, lost.kept) == (2, 20)
     assert sorted(handled) == [-1, *range(20)]
     assert answered == [Ok({"n": i}, "count") for i in range(20)]
     assert settled(server, stream) == (0, 0)
+
+
+async def test_a_batch_written_again_with_idmp_is_not_refused_room(
+    server: RedisServer, stream: str
+) -> None:
+    """A bounded stream that the first write filled: the second write finds
+    its own entries there and is given their ids, instead of waiting for
+    room that they already have (no worker runs until then)."""
+    if not server_has_idmp(server):
+        if REQUIRE_IDMP:
+            pytest.fail("EVENT_COLLECTOR_REQUIRE_IDMP=1: XADD has no IDMP here")
+        pytest.skip("XADD has no IDMP here (Redis 8.6 and later have it)")
+    bounded = RedisTransport(server.url, stream=stream, maxsize=20)
+    async with bounded.publisher() as pub:
+        sender = pub._sender
+        assert sender is not None
+        sender._script = lost = LostReply(sender, 0)
+        async with asyncio.timeout(GUARD):
+            events = await pub.send_many([{"n": i} for i in range(20)])
+        assert lost.calls == 2
+        assert server.client().xlen(stream) == 20
+        assert not sender._full
+        async with worker(server.url, stream), asyncio.timeout(GUARD):
+            results = [await event.wait() for event in events]
+    assert [r.first() for r in results] == [Ok({"n": i}) for i in range(20)]
+    assert settled(server, stream) == (0, 0)
+
+
+async def test_a_publisher_closed_while_it_writes_again_answers_the_batch(
+    server: RedisServer, stream: str
+) -> None:
+    """Every write of the batch fails (as if Redis were unreachable): the
+    publisher's close answers the senders instead of leaving them waiting."""
+
+    class Unreachable:
+        calls = 0
+
+        async def __call__(self, **kwargs: Any) -> Any:
+            self.calls += 1
+            raise redis.exceptions.ConnectionError("unreachable (injected)")
+
+    async with RedisTransport(server.url, stream=stream).publisher() as pub:
+        sender = pub._sender
+        assert sender is not None
+        sender._script = unreachable = Unreachable()
+        sending = asyncio.ensure_future(pub.send_many([{"n": 1}, {"n": 2}]))
+        async with asyncio.timeout(GUARD):
+            while unreachable.calls < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    with pytest.raises(QueueClosed, match="may have been written"):
+        async with asyncio.timeout(GUARD):
+            await sending
+    assert sender._batch == []
 
 
 async def test_a_server_without_idmp_handles_a_batch_written_again_twice(
@@ -274,9 +339,9 @@ async def test_a_server_without_idmp_handles_a_batch_written_again_twice(
     handled twice, and each event is answered once (by its second copy)."""
     if server_has_idmp(server):
         pytest.skip("XADD has IDMP here")
-    handled, answered, writes, sender = await lost_reply_round(server, stream)
+    handled, answered, lost, sender = await lost_reply_round(server, stream)
     assert sender.idmp is False
-    assert writes == 2
+    assert (lost.calls, lost.kept) == (2, 20)
     assert sorted(handled) == [-1, *sorted([*range(20), *range(20)])]
     assert answered == [Ok({"n": i}, "count") for i in range(20)]
 

@@ -32,22 +32,22 @@ __all__ = ["ACK", "ADD", "ack_args", "add_args", "answers", "has_command"]
 
 ADD = """
 local limit = tonumber(ARGV[1])
+local reply, codec, pid, batch = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local room = -1
-if limit > 0 then
+if limit > 0 and not (pid ~= '' and ARGV[6] == '1') then
   local total = 0
   for i = 2, #KEYS do total = total + redis.call('XLEN', KEYS[i]) end
   room = math.max(0, limit - total)
 end
-local reply, codec, pid, batch = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local out = {redis.call('GET', KEYS[1]), 1}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if room == 0 then
     out[#out + 1] = false
   else
     local key = KEYS[1 + tonumber(ARGV[i])]
     local id
     if pid ~= '' then
-      local iid = batch .. ':' .. ((i - 6) / 2)
+      local iid = batch .. ':' .. ((i - 7) / 2)
       id = redis.pcall('XADD', key, 'IDMP', pid, iid, '*',
         'd', ARGV[i + 1], 'r', reply, 'c', codec)
       if type(id) == 'table' and id.err then
@@ -77,7 +77,13 @@ return out
 ARGV: ``maxsize`` (0 for none), the reply stream, the codec's name, the
 producer id for ``XADD IDMP`` (empty for a plain ``XADD``), the batch's
 number (each entry's idempotency id is that number and the entry's index),
+``1`` when the batch is written again after a failed write (else ``0``),
 then per entry its band (1 for the first) and its encoded payload.
+
+A batch written again with ``IDMP`` is not held to ``maxsize``: the
+entries its first write added count in the backlog already, and would be
+refused room that they do not need. Those the first write did not add go
+past the bound then, by one batch at most.
 
 Returns the epoch token; 0 when ``IDMP`` was asked for and the server has
 none (the entries were added without it), else 1; then per entry its id,
@@ -145,11 +151,12 @@ def add_args(
     entries: Iterable[tuple[int, bytes]],
     producer: bytes = b"",
     batch: int = 0,
+    again: bool = False,
 ) -> list[Any]:
     """The ARGV of :data:`ADD` for ``entries``, (band index, encoded
     payload) pairs; ``producer`` (empty for none) and ``batch`` make the
-    entries' ``IDMP`` ids."""
-    args: list[Any] = [maxsize, reply_key, codec, producer, batch]
+    entries' ``IDMP`` ids; ``again``: the batch's write failed before."""
+    args: list[Any] = [maxsize, reply_key, codec, producer, batch, int(again)]
     for band, data in entries:
         args += (band + 1, data)
     return args

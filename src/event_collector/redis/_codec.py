@@ -68,9 +68,9 @@ class JsonCodec:
         and the infinities, and for a value nested too deep or containing
         itself."""
         one_shot = self._one_shot
-        if one_shot is None:
-            return self._encoder.encode(value).encode()
         try:
+            if one_shot is None:
+                return self._encoder.encode(value).encode()
             return "".join(one_shot(value, 0)).encode()
         except RecursionError:
             raise ValueError(
@@ -95,7 +95,9 @@ class JsonCodec:
 
 
 def _refuse(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    raise TypeError(
+        f"Object of type {value.__class__.__name__} is not JSON serializable"
+    )
 
 
 def _one_shot_encoder(encoder: json.JSONEncoder) -> Any:

@@ -102,8 +102,11 @@ class Replies:
             event = waiting.pop(entry_id, None)
             if event is None:
                 # The answer came before the writer saw Redis accept the
-                # entry (both replies can arrive in one turn of the loop),
-                # or it is a duplicate: kept a while for the writer to find.
+                # entry (both replies can arrive in one turn of the loop, and
+                # a batch written again after a lost reply is given, with
+                # IDMP, the ids of its first write, answered meanwhile), or
+                # it is a duplicate: kept for the writer to find until its
+                # batch is settled.
                 if self._queue_in_flight:
                     self._keep_early(entry_id, codec, data)
                 continue

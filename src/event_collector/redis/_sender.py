@@ -43,6 +43,11 @@ from ._writes import BATCH, IDMP_BATCH, Pending, Waiter, Writes
 __all__ = ["Sender"]
 
 _EPOCH_EVERY = 1.0  # seconds between epoch checks while events only wait
+_NOT_WRITTEN = "the Redis publisher closed before the event was written"
+_MAYBE_WRITTEN = (
+    "the Redis publisher closed while the event was being written; it may "
+    "have been written, and may still run"
+)
 
 
 class Sender(Writes):
@@ -64,18 +69,20 @@ class Sender(Writes):
         self._queue: deque[Pending] = deque()
         self._wake = asyncio.Event()
         self.waiting: dict[str, CollectorEvent[Any]] = {}
+        """Events accepted and not answered yet, by entry id."""
         # Answers read before their entry's acceptance was:
         # id -> (when, codec, answer).
         self._early: dict[str, tuple[float, bytes | None, bytes]] = {}
         self._queue_in_flight = 0  # entries sent whose ids are not known yet
+        self._batch: list[Pending] = []  # the writer's, until settled
         self.idmp = True
         """Whether batches are written with ``XADD IDMP`` (Redis 8.6 and
         later), so that one written again after its reply was lost adds no
         entry twice; turned off for good by the first batch the server
-        refuses it for."""
+        refuses it for, or by a refused script (a plain ``XADD`` per entry
+        then)."""
         self._producer = self.owner.encode()
         self._batch_numbers = itertools.count(1)
-        """Events accepted and not answered yet, by entry id."""
         self._client: Client | None = None
         self._reader_client: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,13 +148,19 @@ class Sender(Writes):
         self._stopping = True
         await stop_tasks(self._tasks, grace=1.5)
         self._tasks = []
-        reason = "the Redis publisher closed before the event was written"
-        while self._queue:
-            item = self._queue.popleft()
-            waiter = item.waiter
-            if waiter is not None and not waiter.future.done():
-                waiter.future.set_exception(QueueClosed(reason))
-            self._answer(item.event, Error(EventCancelled(reason)))
+        # The batch the writer was writing when it stopped (Redis
+        # unreachable) may have been written; what is queued was not.
+        self._queue_in_flight = 0
+        for reasons, items in (
+            (_MAYBE_WRITTEN, self._batch),
+            (_NOT_WRITTEN, self._queue),
+        ):
+            for item in items:
+                waiter = item.waiter
+                if waiter is not None and not waiter.future.done():
+                    waiter.future.set_exception(QueueClosed(reasons))
+                self._answer(item.event, Error(EventCancelled(reasons)))
+            items.clear()
         if self.waiting and self._client is not None:
             # Answers already in the reply stream (a worker in this process
             # acknowledged them as it stopped) are read before the rest is
@@ -262,8 +275,9 @@ class Sender(Writes):
 
     async def _write(self) -> None:
         backoff = Backoff()
-        batch: list[Pending] = []
+        batch = self._batch  # what is being written: stop() answers it
         number = 0  # the batch's: with the index, each entry's IDMP id
+        again = False  # the batch's write failed and may have been run
         while not self._stopping or batch or self._queue:
             if not batch:
                 while not self._queue:
@@ -283,27 +297,20 @@ class Sender(Writes):
                 size = IDMP_BATCH if self.idmp else BATCH
                 for _ in range(min(size, len(self._queue))):
                     batch.append(self._queue.popleft())
-                number = next(self._batch_numbers)
+                number, again = next(self._batch_numbers), False
             # Until the batch's ids are known, answers to entries nobody
             # waits for yet are kept: a batch written again (with IDMP) is
             # given the ids its first write had, whose answers may have
             # come while this task waited to try again.
             self._queue_in_flight = len(batch)
             try:
-                epoch, ids = await self._add(batch, number)
-                # Before the batch waits: what waited before a loss is
-                # lost, the batch itself is on the new server. The batch
-                # is written: a failure here must not write it again.
-                try:
-                    await self._observe_epoch(epoch)
-                except RETRYABLE:
-                    self._suspect = True
-                backoff.reset()
+                epoch, ids = await self._add(batch, number, again)
             except RETRYABLE as exc:
                 self._suspect = True
                 self._log.warning(
                     "redis write failed; retrying", error=str(exc), events=len(batch)
                 )
+                again = True
                 await asyncio.sleep(backoff.next())
                 continue  # the same batch, with the same number
             except Exception as exc:
@@ -312,8 +319,19 @@ class Sender(Writes):
                 self._queue_in_flight = 0
                 for item in batch:
                     self._refuse(item, exc)
-                batch = []
+                batch.clear()
                 continue
+            backoff.reset()
+            # Before the batch waits: what waited before a loss is lost,
+            # the batch itself is on the new server. The batch is written:
+            # a failure here must not write it again, nor refuse it.
+            try:
+                await self._observe_epoch(epoch)
+            except RETRYABLE:
+                self._suspect = True
+            except Exception as exc:
+                self._suspect = True
+                self._log.error("redis refused the epoch check", error=str(exc))
             self._queue_in_flight = 0
             left: list[Pending] = []
             for item, entry_id in zip(batch, ids, strict=True):
@@ -323,11 +341,15 @@ class Sender(Writes):
                     self._refuse(item, entry_id)
                 else:
                     self._accepted(item, entry_id.decode())
+            # An answer still kept is to no entry of this batch, the only
+            # one written and not settled: a first copy, or a duplicate.
+            if self._early:
+                self._early.clear()
             self._full = bool(left)
-            batch = left
+            batch[:] = left
             # What is left was not added: written again, it is a new batch
             # (its entries' indexes changed), with a number of its own.
-            number = next(self._batch_numbers)
+            number, again = next(self._batch_numbers), False
             if not self._queue:
                 self._written.set()
             if left:

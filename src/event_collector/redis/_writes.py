@@ -70,13 +70,13 @@ class Writes(Replies):
     idmp: bool
 
     async def _add(
-        self, batch: list[Pending], number: int
+        self, batch: list[Pending], number: int, again: bool
     ) -> tuple[bytes | None, list[Any]]:
         """Write a batch in one script call (:data:`ADD`), with ``XADD
         IDMP`` while :attr:`idmp`; return the epoch read just before it and
         the entry ids, errors, or ``None`` for entries the bounded streams
-        had no room for. ``number`` is the batch's: written again, the same
-        batch has the same number."""
+        had no room for. ``number`` is the batch's: written ``again`` after
+        a failed write, the same batch has the same number."""
         assert self._client is not None
         if self._script is not None:
             keys = [self._keys.epoch, *self._keys.bands]
@@ -87,6 +87,7 @@ class Writes(Replies):
                 [(item.band, item.data) for item in batch],
                 self._producer if self.idmp else b"",
                 number,
+                again,
             )
             try:
                 epoch, idmp, *replies = await self._script(keys=keys, args=args)
