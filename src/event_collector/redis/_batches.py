@@ -45,22 +45,21 @@ for i = 7, #ARGV, 2 do
     out[#out + 1] = false
   else
     local key = KEYS[1 + tonumber(ARGV[i])]
-    local id
+    local id = nil
     if pid ~= '' then
       local iid = batch .. ':' .. ((i - 7) / 2)
       id = redis.pcall('XADD', key, 'IDMP', pid, iid, '*',
         'd', ARGV[i + 1], 'r', reply, 'c', codec)
-      if type(id) == 'table' and id.err then
-        -- A server before 8.6 reads IDMP as the entry id: if a plain XADD
-        -- does what this one could not, the server lacks IDMP.
-        id = redis.pcall('XADD', key, '*', 'd', ARGV[i + 1], 'r', reply, 'c', codec)
-        if type(id) ~= 'table' or not id.err then
-          pid = ''
-          out[2] = 0
-        end
-      end
-    else
+      if type(id) == 'table' and id.err then id = nil end
+    end
+    if id == nil then
       id = redis.pcall('XADD', key, '*', 'd', ARGV[i + 1], 'r', reply, 'c', codec)
+      if pid ~= '' and not (type(id) == 'table' and id.err) then
+        -- A server before 8.6 reads IDMP as the entry id: a plain XADD did
+        -- what that one could not, so the server lacks IDMP.
+        pid = ''
+        out[2] = 0
+      end
     end
     if type(id) == 'table' and id.err then
       -- In a script, Redis's refusal does not name the command: say it.

@@ -94,7 +94,7 @@ class JsonCodec:
         return "JsonCodec()"
 
 
-def _refuse(value: Any) -> Any:
+def _unencodable(value: Any) -> Any:
     raise TypeError(
         f"Object of type {value.__class__.__name__} is not JSON serializable"
     )
@@ -118,7 +118,7 @@ def _one_shot_encoder(encoder: json.JSONEncoder) -> Any:
     try:
         one_shot = make(
             None,
-            _refuse,
+            _unencodable,
             json.encoder.encode_basestring,
             None,
             encoder.key_separator,

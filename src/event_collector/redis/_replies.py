@@ -39,7 +39,8 @@ class Replies:
     _stopping: bool
     _suspect: bool
     _last: bytes
-    _queue_in_flight: int
+    _batch: list[Any]
+    """The entries the writer is writing, until they are settled."""
     _early: dict[str, tuple[float, bytes | None, bytes]]
     _epoch: bytes | None
     reply_key: str
@@ -107,7 +108,7 @@ class Replies:
                 # IDMP, the ids of its first write, answered meanwhile), or
                 # it is a duplicate: kept for the writer to find until its
                 # batch is settled.
-                if self._queue_in_flight:
+                if self._batch:
                     self._keep_early(entry_id, codec, data)
                 continue
             self._settle(event, codec, data)

@@ -73,7 +73,6 @@ class Sender(Writes):
         # Answers read before their entry's acceptance was:
         # id -> (when, codec, answer).
         self._early: dict[str, tuple[float, bytes | None, bytes]] = {}
-        self._queue_in_flight = 0  # entries sent whose ids are not known yet
         self._batch: list[Pending] = []  # the writer's, until settled
         self.idmp = True
         """Whether batches are written with ``XADD IDMP`` (Redis 8.6 and
@@ -150,16 +149,15 @@ class Sender(Writes):
         self._tasks = []
         # The batch the writer was writing when it stopped (Redis
         # unreachable) may have been written; what is queued was not.
-        self._queue_in_flight = 0
-        for reasons, items in (
+        for reason, items in (
             (_MAYBE_WRITTEN, self._batch),
             (_NOT_WRITTEN, self._queue),
         ):
             for item in items:
                 waiter = item.waiter
                 if waiter is not None and not waiter.future.done():
-                    waiter.future.set_exception(QueueClosed(reasons))
-                self._answer(item.event, Error(EventCancelled(reasons)))
+                    waiter.future.set_exception(QueueClosed(reason))
+                self._answer(item.event, Error(EventCancelled(reason)))
             items.clear()
         if self.waiting and self._client is not None:
             # Answers already in the reply stream (a worker in this process
@@ -275,7 +273,11 @@ class Sender(Writes):
 
     async def _write(self) -> None:
         backoff = Backoff()
-        batch = self._batch  # what is being written: stop() answers it
+        # What is being written: stop() answers it, and while it is not
+        # empty the reader keeps answers to entries nobody waits for yet (a
+        # batch written again with IDMP is given the ids its first write
+        # had, whose answers may come while this task waits to try again).
+        batch = self._batch
         number = 0  # the batch's: with the index, each entry's IDMP id
         again = False  # the batch's write failed and may have been run
         while not self._stopping or batch or self._queue:
@@ -298,11 +300,6 @@ class Sender(Writes):
                 for _ in range(min(size, len(self._queue))):
                     batch.append(self._queue.popleft())
                 number, again = next(self._batch_numbers), False
-            # Until the batch's ids are known, answers to entries nobody
-            # waits for yet are kept: a batch written again (with IDMP) is
-            # given the ids its first write had, whose answers may have
-            # come while this task waited to try again.
-            self._queue_in_flight = len(batch)
             try:
                 epoch, ids = await self._add(batch, number, again)
             except RETRYABLE as exc:
@@ -316,7 +313,6 @@ class Sender(Writes):
             except Exception as exc:
                 # Not the connection: the server refused (an ACL, OOM...).
                 # The senders get the error; nothing is retried.
-                self._queue_in_flight = 0
                 for item in batch:
                     self._refuse(item, exc)
                 batch.clear()
@@ -332,7 +328,6 @@ class Sender(Writes):
             except Exception as exc:
                 self._suspect = True
                 self._log.error("redis refused the epoch check", error=str(exc))
-            self._queue_in_flight = 0
             left: list[Pending] = []
             for item, entry_id in zip(batch, ids, strict=True):
                 if entry_id is None:
@@ -347,12 +342,12 @@ class Sender(Writes):
                 self._early.clear()
             self._full = bool(left)
             batch[:] = left
-            # What is left was not added: written again, it is a new batch
-            # (its entries' indexes changed), with a number of its own.
-            number, again = next(self._batch_numbers), False
             if not self._queue:
                 self._written.set()
             if left:
+                # What is left was not added: written again, it is a new
+                # batch (its entries' indexes changed), with its own number.
+                number, again = next(self._batch_numbers), False
                 await asyncio.sleep(0.02)  # wait for room
             self._notify()
 
